@@ -1,0 +1,1 @@
+"""The data-loader Lambda: builds the FSA index onto EFS at deploy time."""

@@ -1,0 +1,1 @@
+"""Facts shared by the Lambda handlers and the stacks (metric names, namespace)."""
