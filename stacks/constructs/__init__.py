@@ -1,0 +1,1 @@
+"""Constructs used by more than one stack."""

@@ -1,0 +1,105 @@
+"""Operator settings: the schema of the cdk.json context, validated before any stack is built.
+
+cdk.json holds every key with its default; this module holds what each key may be. A bad
+value stops synth with one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_logs as logs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
+
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A context value that is missing or not allowed; the message is one line."""
+
+
+class Settings(BaseModel):
+    """Every operator setting. Field names are the cdk.json context keys."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    nat_gateways: Annotated[int, Field(ge=0, le=2, description="NAT gateways; 0: isolated subnets + endpoints")]
+    lambda_architecture: Literal["arm64", "x86_64"]
+    loader_memory_mb: Annotated[int, Field(ge=128, le=10240)]
+    loader_timeout_minutes: Annotated[int, Field(ge=1, le=15)]
+    worker_memory_mb: Annotated[int, Field(ge=128, le=10240)]
+    worker_timeout_seconds: Annotated[int, Field(ge=10, le=900)]
+    schedule_minutes: Annotated[int, Field(ge=1, le=1440)]
+    radius_km: Annotated[float, Field(gt=0, le=50)]
+    match_mode: Literal["coverage", "centroid"]
+    removal_policy: Literal["retain", "destroy"]
+    log_retention_days: int
+    alarm_email: str
+    lambda_size_budget_mb: Annotated[int, Field(ge=1, le=250)]
+    sources: list[dict[str, Any]]
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        # RetentionDays lists its members in the order of LOG_RETENTION_DAYS (then INFINITE).
+        return list(logs.RetentionDays)[LOG_RETENTION_DAYS.index(self.log_retention_days)]
+
+    @property
+    def removal(self) -> RemovalPolicy:
+        return RemovalPolicy.DESTROY if self.removal_policy == "destroy" else RemovalPolicy.RETAIN
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip()
+        if value and ("@" not in value or " " in value or value.startswith("@") or value.endswith("@")):
+            raise ValueError("must be an e-mail address, or empty for none")
+        return value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_json(cls, value: Any) -> Any:
+        # `cdk synth -c sources='[...]'` passes a string.
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The defaults: the ``context`` of cdk.json."""
+    return json.loads(path.read_text(encoding="utf-8")).get("context", {})
+
+
+def load_settings(get_context: Any, defaults: dict[str, Any] | None = None) -> Settings:
+    """Read every key through ``get_context`` (e.g. ``app.node.try_get_context``), falling back
+    to cdk.json, and validate. Raises ConfigError with one line for the first bad key."""
+    defaults = cdk_json_context() if defaults is None else defaults
+    values: dict[str, Any] = {}
+    for key in Settings.model_fields:
+        value = get_context(key)
+        values[key] = defaults.get(key) if value is None else value
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise ConfigError(f"context key {missing[0]!r} is not set (cdk.json lists every key with its default)")
+    try:
+        return Settings.model_validate(values)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"context key 'sources' is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or "?"
+        value = values.get(str(error["loc"][0]), error.get("input")) if error["loc"] else error.get("input")
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"context key {key!r} = {value!r} is not allowed: {message}") from None
