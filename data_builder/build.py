@@ -30,6 +30,7 @@ from data_builder.validate import (
     DEFAULT_MAX_DROP_FRACTION,
     RULES_VERSION,
     Validated,
+    check_drop_fraction,
     format_dropped,
     validate,
 )
@@ -100,11 +101,14 @@ def build(
         if version_dir.is_dir():
             existing = _usable(version_dir, progress)
             if existing is not None:
+                # Same data, but the caller's threshold may be stricter than the first build's.
+                for name, summary in existing["levels"].items():
+                    check_drop_fraction(summary, max_drop_fraction, f"{name} level of {version}")
                 if layout.read_current(out_root) == version:
                     progress(f"{version} is already live: unchanged")
                     status: Status = "unchanged"
                 else:
-                    layout.write_current(out_root, version)
+                    _make_live(out_root, version)
                     progress(f"{version} already built: made it live")
                     status = "activated"
                 pruned = _prune(out_root, version)
@@ -113,7 +117,7 @@ def build(
             shutil.rmtree(version_dir)
 
         levels = _build_version(out_root, version, sources, level, max_drop_fraction, progress)
-        layout.write_current(out_root, version)
+        _make_live(out_root, version)
         pruned = _prune(out_root, version)
         seconds = time.perf_counter() - started
         progress(f"{version} is live ({_dir_mb(version_dir):.1f} MB) after {seconds:.1f} s")
@@ -214,18 +218,28 @@ def _usable(version_dir: Path, progress: Progress) -> dict[str, Any] | None:
         return None
 
 
+def _make_live(out_root: Path, version: str) -> None:
+    # The version directory's mtime records when it was last made live: pruning keeps the
+    # most recently live versions, so the one a rollback just replaced survives.
+    os.utime(out_root / version)
+    layout.write_current(out_root, version)
+
+
 def _prune(out_root: Path, live: str) -> list[str]:
-    """Keep the newest KEEP_VERSIONS versions (always the live one); drop stale temp dirs."""
+    """Keep the KEEP_VERSIONS most recently live versions (always the live one); drop stale
+    temp dirs. A pruned version is renamed away first, so no reader sees it half deleted."""
     for stale in out_root.glob(f"{layout.TMP_PREFIX}*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
     others = [v for v in layout.versions(out_root) if v != live]
-    others.sort(key=lambda v: (out_root / v).stat().st_mtime, reverse=True)
+    others.sort(key=lambda v: (out_root / v).stat().st_mtime_ns, reverse=True)
     pruned = others[layout.KEEP_VERSIONS - 1 :]
     for name in pruned:
-        shutil.rmtree(out_root / name, ignore_errors=True)
+        doomed = out_root / f"{layout.TMP_PREFIX}pruned-{name}-{os.getpid()}"
+        os.rename(out_root / name, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return pruned
 
 

@@ -90,8 +90,13 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _query(args: argparse.Namespace) -> dict[str, Any]:
+    from data_builder.geo import as_points, as_radius
     from data_builder.index import FsaIndex
 
+    as_points(args.lat, args.lon)  # bad input fails before the index is opened
+    as_radius(args.radius_km)
+    if args.k < 1:
+        raise ValueError(f"--k must be 1 or more, got {args.k}")
     index = FsaIndex.open(args.index)
     mode = args.mode or index.default_mode
     resolved = index.resolve(args.lat, args.lon, args.radius_km, mode)[0]

@@ -15,21 +15,18 @@ OTHER_LETTERS = "ABCEGHJKLMNPRSTVWXYZ"
 FSA_PATTERN = f"[{FIRST_LETTERS}][0-9][{OTHER_LETTERS}]"
 LDU_PATTERN = f"[0-9][{OTHER_LETTERS}][0-9]"
 
-FSA_RE = re.compile(f"^{FSA_PATTERN}$")
-#: A full postal code in its canonical spelling, ``A1A 1A1``.
-POSTAL_RE = re.compile(f"^{FSA_PATTERN} {LDU_PATTERN}$")
-#: Any spelling of a full postal code (case, spaces and a hyphen aside): groups FSA and LDU.
-LOOSE_POSTAL_PATTERN = f"^({FSA_PATTERN})[\\s-]*({LDU_PATTERN})$"
-_LOOSE_POSTAL_RE = re.compile(LOOSE_POSTAL_PATTERN)
+FSA_RE = re.compile(FSA_PATTERN)
+# Any spelling of a full postal code (case, spaces and a hyphen aside): groups FSA and LDU.
+_LOOSE_POSTAL_RE = re.compile(f"({FSA_PATTERN})[ \\t-]*({LDU_PATTERN})")
 
 
 def is_fsa(code: str) -> bool:
-    return bool(FSA_RE.match(code))
+    return FSA_RE.fullmatch(code) is not None
 
 
 def normalize_postal_code(text: str) -> str | None:
     """``m5v3l9``, ``M5V-3L9`` or `` M5V 3L9 `` -> ``M5V 3L9``; None when it is not one."""
-    match = _LOOSE_POSTAL_RE.match(text.strip().upper())
+    match = _LOOSE_POSTAL_RE.fullmatch(text.strip().upper())
     if match is None:
         return None
     return f"{match.group(1)} {match.group(2)}"

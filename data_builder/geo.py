@@ -40,7 +40,7 @@ def as_points(lat: object, lon: object) -> np.ndarray:
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{name} {values[i]!r} at position {i} is not a number in ±{limit:g}")
+            raise ValueError(f"{name} {float(values[i])!r} at position {i} is not a number in ±{limit:g}")
     return np.radians(np.column_stack([lat_arr, lon_arr]))
 
 

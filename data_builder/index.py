@@ -80,8 +80,16 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
         raise IndexCorrupt(f"{version_dir} has no {layout.MANIFEST}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorrupt(f"{version_dir / layout.MANIFEST} is not valid JSON: {exc}") from exc
+    where = version_dir / layout.MANIFEST
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise IndexCorrupt(f"{version_dir / layout.MANIFEST} lists no files")
+        raise IndexCorrupt(f"{where} lists no files")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise IndexCorrupt(f"{where}: files must map paths to sha256 strings")
+    for key in ("levels", "libraries"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise IndexCorrupt(f"{where}: {key} must be an object, got {manifest[key]!r}")
+    if not isinstance(manifest.get("leaf_size", 40), int) or isinstance(manifest.get("leaf_size"), bool):
+        raise IndexCorrupt(f"{where}: leaf_size must be a whole number, got {manifest['leaf_size']!r}")
     return manifest
 
 
@@ -100,7 +108,7 @@ def verify_version(version_dir: Path) -> dict[str, Any]:
         raise IndexCorrupt(f"{version_dir / layout.MANIFEST} does not list {', '.join(sorted(missing))}")
     for rel, expected in sorted(manifest["files"].items()):
         path = version_dir / rel
-        if ".." in Path(rel).parts:
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise IndexCorrupt(f"{version_dir / layout.MANIFEST} lists a path outside the index: {rel}")
         try:
             actual = layout.sha256_file(path)
@@ -130,19 +138,19 @@ class FsaIndex:
         ``CURRENT``. Raises IndexMissing or IndexCorrupt.
         """
         root = Path(root)
-        for _attempt in range(3):
+        for _attempt in range(5):
             version = layout.read_current(root)
             if version is None:
                 raise IndexMissing(f"no index at {root}: {layout.CURRENT} is missing or empty")
             version_dir = root / version
-            if not version_dir.is_dir():
-                if layout.read_current(root) != version:
-                    continue  # pruned under us; CURRENT already names a newer version
-                raise IndexMissing(f"{root / layout.CURRENT} names {version}, which does not exist")
             try:
+                if not version_dir.is_dir():
+                    raise IndexMissing(f"{root / layout.CURRENT} names {version}, which does not exist")
                 return cls.open_version(version_dir, verify=verify)
-            except IndexCorrupt:
-                if layout.read_current(root) != version and not version_dir.exists():
+            except (IndexMissing, IndexCorrupt):
+                # A builder flipped CURRENT and pruned this version while we read it: retry
+                # with the new one. An unchanged CURRENT means the index really is broken.
+                if layout.read_current(root) != version:
                     continue
                 raise
         raise IndexMissing(f"{root}: {layout.CURRENT} kept changing while opening the index")
@@ -181,33 +189,18 @@ class FsaIndex:
         full postal code within the radius, at the distance of their closest one.
         """
         points, radius, mode = as_points(lat, lon), as_radius(radius_km), self._mode(mode)
-        level = self._level_for(mode)
-        ind, dist = level.tree.query_radius(points, km_to_radians(radius), return_distance=True)
-        counts = np.fromiter((len(i) for i in ind), dtype=np.int64, count=len(ind))
-        point_ids = np.repeat(np.arange(len(points)), counts)
-        flat_ind = np.concatenate(ind) if len(ind) else np.empty(0, dtype=np.int64)
-        flat_km = radians_to_km(np.concatenate(dist)) if len(dist) else np.empty(0)
-        if mode == "coverage":
-            fsa_ids = level.fsa_ids[flat_ind]
-            # Closest postal code per (point, FSA): sort, then keep each group's first row.
-            order = np.lexsort((flat_km, fsa_ids, point_ids))
-            point_ids, fsa_ids, flat_km = point_ids[order], fsa_ids[order], flat_km[order]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = (point_ids[1:] != point_ids[:-1]) | (fsa_ids[1:] != fsa_ids[:-1])
-            point_ids, flat_ind, flat_km = point_ids[first], fsa_ids[first], flat_km[first]
-            names = level.fsas
-        else:
-            names = level.codes
-        return _group(len(points), point_ids, flat_ind, flat_km, names)
+        return self._within(points, radius, mode) if len(points) else []
 
     def nearest(self, lat: object, lon: object, k: int = 1) -> list[list[Match]]:
         """Per point, the ``k`` FSAs with the nearest centroids; equal distances break by code."""
         points = as_points(lat, lon)
         if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-        k = min(int(k), len(self._fsa.codes))
-        ids, km = _knn(self._fsa.tree, points, k)
-        return [[Match(str(self._fsa.codes[i]), float(d)) for i, d in zip(r, kr)] for r, kr in zip(ids, km)]
+        if not len(points):
+            return []
+        ids, km = _knn(self._fsa.tree, points, min(int(k), len(self._fsa.codes)))
+        codes = self._fsa.codes
+        return [[Match(str(codes[i]), float(d)) for i, d in zip(row, kms)] for row, kms in zip(ids, km)]
 
     def resolve(
         self, lat: object, lon: object, radius_km: float = DEFAULT_RADIUS_KM, mode: Mode | None = None
@@ -217,17 +210,11 @@ class FsaIndex:
         The nearest is the FSA of the nearest postal code in ``coverage`` mode and the
         nearest centroid in ``centroid`` mode, so no point is ever matched to nothing.
         """
-        mode = self._mode(mode)
-        found = self.within(lat, lon, radius_km, mode)
-        points = as_points(lat, lon)
-        if mode == "coverage":
-            ids, km = _knn(self._postal.tree, points, 1)
-            nearest = [Match(str(self._postal.fsas[self._postal.fsa_ids[r[0]]]), float(d[0])) for r, d in zip(ids, km)]
-        else:
-            ids, km = _knn(self._fsa.tree, points, 1)
-            nearest = [Match(str(self._fsa.codes[r[0]]), float(d[0])) for r, d in zip(ids, km)]
+        points, radius, mode = as_points(lat, lon), as_radius(radius_km), self._mode(mode)
+        if not len(points):
+            return []
         out = []
-        for matches, near in zip(found, nearest):
+        for matches, near in zip(self._within(points, radius, mode), self._nearest_one(points, mode)):
             if all(m.code != near.code for m in matches):
                 matches = sorted([*matches, near], key=lambda m: (m.km, m.code))
             out.append(matches)
@@ -258,6 +245,29 @@ class FsaIndex:
         return None
 
     # ----------------------------------------------------------------- helpers
+
+    def _within(self, points: np.ndarray, radius_km: float, mode: Mode) -> list[list[Match]]:
+        level = self._level_for(mode)
+        ind, dist = level.tree.query_radius(points, km_to_radians(radius_km), return_distance=True)
+        counts = np.fromiter((len(i) for i in ind), dtype=np.int64, count=len(ind))
+        point_ids = np.repeat(np.arange(len(points)), counts)
+        flat_ind = np.concatenate(ind)
+        flat_km = radians_to_km(np.concatenate(dist))
+        if mode == "coverage":
+            fsa_ids = level.fsa_ids[flat_ind]
+            # Closest postal code per (point, FSA): sort, then keep each group's first row.
+            order = np.lexsort((flat_km, fsa_ids, point_ids))
+            point_ids, fsa_ids, flat_km = point_ids[order], fsa_ids[order], flat_km[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = (point_ids[1:] != point_ids[:-1]) | (fsa_ids[1:] != fsa_ids[:-1])
+            return _group(len(points), point_ids[first], fsa_ids[first], flat_km[first], level.fsas)
+        return _group(len(points), point_ids, flat_ind, flat_km, level.codes)
+
+    def _nearest_one(self, points: np.ndarray, mode: Mode) -> list[Match]:
+        level = self._level_for(mode)
+        ids, km = _knn(level.tree, points, 1)
+        names = level.fsas[level.fsa_ids[ids[:, 0]]] if mode == "coverage" else level.codes[ids[:, 0]]
+        return [Match(str(code), float(d)) for code, d in zip(names, km[:, 0])]
 
     def _mode(self, mode: Mode | None) -> Mode:
         mode = mode or self.default_mode
@@ -312,9 +322,8 @@ def _load_level(level_dir: Path, same_sklearn: bool, leaf_size: int, *, postal: 
 
 
 def _unpickle_tree(path: Path) -> Any:
-    data = path.read_bytes()
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
+        return _RestrictedUnpickler(io.BytesIO(path.read_bytes())).load()
     except IndexCorrupt:
         raise
     except Exception as exc:  # any failure to unpickle means the file is not what we wrote

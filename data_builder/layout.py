@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from data_builder.errors import IndexCorrupt
+
 CURRENT = "CURRENT"
 LOCK = ".lock"
 MANIFEST = "manifest.json"
@@ -68,8 +70,10 @@ def read_current(root: Path) -> str | None:
     """The live version named by ``CURRENT``, or None when there is none."""
     try:
         name = (root / CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexCorrupt(f"cannot read {root / CURRENT}: {exc}") from exc
     return name or None
 
 

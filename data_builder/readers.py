@@ -9,8 +9,10 @@ validation, not the reader, decides what a bad value is.
 
 from __future__ import annotations
 
+import lzma
 import sqlite3
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +40,7 @@ def detect_format(path: Path) -> str:
         head = fh.read(4096)
     if head.startswith(_SQLITE_MAGIC):
         return "sqlite"
-    if head.startswith(b"PK"):
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
         return "geonames" if _zip_member(path).endswith(".txt") else "csv"
     first_line = head.split(b"\n", 1)[0]
     if b"\t" in first_line and first_line[:2].isalpha() and first_line[2:3] == b"\t":
@@ -53,12 +55,14 @@ def read_dataset(path: str | Path, level: Level) -> tuple[pd.DataFrame, str]:
         raise DatasetError(f"dataset {path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise DatasetError(f"dataset {path} is empty")
-    fmt = detect_format(path)
+    fmt = "dataset"
     try:
+        fmt = detect_format(path)
         frame = {"sqlite": _read_sqlite, "geonames": _read_geonames, "csv": _read_csv}[fmt](path, level)
     except DatasetError:
         raise
-    except (ValueError, OSError, sqlite3.Error, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+    except (ValueError, OSError, EOFError, sqlite3.Error, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
+        # ValueError covers UnicodeDecodeError and pandas' ParserError; OSError gzip's BadGzipFile.
         raise DatasetError(f"cannot read {path} as {fmt}: {_first_line(exc)}") from exc
     for column in COLUMNS:
         if column not in frame:
@@ -82,15 +86,11 @@ def _read_csv(path: Path, level: Level) -> pd.DataFrame:
 
 
 def _read_geonames(path: Path, level: Level) -> pd.DataFrame:
-    source: object = path
-    if zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
-        source = archive.open(_zip_member(path))
-    frame = pd.read_csv(
-        source, sep="\t", header=None, dtype=str, keep_default_na=False, quoting=3,
-        names=GEONAMES_COLUMNS,
-    )  # fmt: skip
-    return frame
+    options = {"sep": "\t", "header": None, "dtype": str, "keep_default_na": False, "quoting": 3}
+    if not zipfile.is_zipfile(path):
+        return pd.read_csv(path, names=GEONAMES_COLUMNS, **options)
+    with zipfile.ZipFile(path) as archive, archive.open(_zip_member(path)) as member:
+        return pd.read_csv(member, names=GEONAMES_COLUMNS, **options)
 
 
 def _read_sqlite(path: Path, level: Level) -> pd.DataFrame:
@@ -108,8 +108,13 @@ def _read_sqlite(path: Path, level: Level) -> pd.DataFrame:
 
 
 def _zip_member(path: Path) -> str:
+    # GeoNames ships readme.txt beside CA.txt / CA_full.txt.
     with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.lower().endswith((".txt", ".csv", ".tsv"))]
+        names = [
+            n
+            for n in archive.namelist()
+            if n.lower().endswith((".txt", ".csv", ".tsv")) and Path(n).name.lower() != "readme.txt"
+        ]
     if len(names) != 1:
         raise DatasetError(f"zip {path} must hold exactly one .txt/.csv/.tsv file, holds {names}")
     return names[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,15 +19,19 @@ REASONS = (
 )  # fmt: skip
 DEFAULT_MAX_DROP_FRACTION = 0.01
 #: Bumped whenever a rule below changes what is kept: part of every index version's hash.
-RULES_VERSION = 1
+RULES_VERSION = 2
 
 # A full postal code is geocoded wrongly when it lies far outside the body of its own FSA:
 # more than FAR_MIN_KM and FAR_SPREAD_FACTOR times the FSA's 90th-percentile distance from
 # the FSA's median point. GeoNames has ~1,000 such codes (E5M 1N8 sits in Thunder Bay,
 # 1,700 km from New Brunswick), and the points they share are geocoder fallbacks
 # ("placeholder_point"): N2V 0G6 (Waterloo) and M6J 0G9 both sit exactly on the CN Tower.
+# So are points shared by codes of PLACEHOLDER_MIN_FSAS or more FSAs (one point in New
+# Brunswick holds 102 codes of 9 rural FSAs): their real locations are unknown, and kept they
+# would make every one of those FSAs "near" that point. No FSA loses all its codes to this.
 FAR_MIN_KM = 25.0
 FAR_SPREAD_FACTOR = 5.0
+PLACEHOLDER_MIN_FSAS = 3
 
 
 @dataclass
@@ -117,7 +122,8 @@ def _misplaced(fsa: pd.Series, lat: pd.Series, lon: pd.Series) -> tuple[pd.Serie
     spread = km.groupby(fsa).transform("quantile", 0.9)
     far = (km > np.maximum(FAR_MIN_KM, FAR_SPREAD_FACTOR * spread)).fillna(False)
     points = pd.MultiIndex.from_arrays([lat, lon])
-    placeholder = pd.Series(points.isin(points[far.to_numpy()]), index=fsa.index) & fsa.notna()
+    shared = fsa.groupby([lat, lon]).transform("nunique") >= PLACEHOLDER_MIN_FSAS
+    placeholder = (pd.Series(points.isin(points[far.to_numpy()]), index=fsa.index) | shared) & fsa.notna()
     return far, placeholder
 
 
@@ -132,12 +138,19 @@ def format_dropped(dropped: dict[str, int]) -> str:
 
 
 def _check_enough(result: Validated, max_drop_fraction: float, label: str) -> None:
-    n_dropped = result.rows_in - result.rows
-    if result.rows == 0:
-        raise DatasetError(f"{label}: no valid rows among {result.rows_in} (dropped: {format_dropped(result.dropped)})")
-    fraction = n_dropped / result.rows_in
+    check_drop_fraction(result.summary(), max_drop_fraction, label)
+
+
+def check_drop_fraction(summary: dict[str, Any], max_drop_fraction: float, label: str) -> None:
+    """Raise DatasetError when nothing valid remains or too large a share was dropped.
+
+    ``summary`` is a level's counts as written to the manifest (rows_in, rows, dropped)."""
+    rows_in, rows, dropped = summary["rows_in"], summary["rows"], summary["dropped"]
+    if rows == 0:
+        raise DatasetError(f"{label}: no valid rows among {rows_in} (dropped: {format_dropped(dropped)})")
+    fraction = (rows_in - rows) / rows_in
     if fraction > max_drop_fraction:
         raise DatasetError(
-            f"{label}: dropped {n_dropped} of {result.rows_in} rows ({fraction:.2%}), more than the "
-            f"allowed {max_drop_fraction:.2%} ({format_dropped(result.dropped)})"
+            f"{label}: dropped {rows_in - rows} of {rows_in} rows ({fraction:.2%}), more than the "
+            f"allowed {max_drop_fraction:.2%} ({format_dropped(dropped)})"
         )
