@@ -1,0 +1,1 @@
+"""The worker Lambda: fetch postings, resolve their FSAs, publish one alert each."""
