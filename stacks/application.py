@@ -10,6 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.data_loader import DataLoaderStack
 from stacks.network_storage import NetworkStorageStack
 from stacks.settings import Settings, load_settings
+from stacks.worker import WorkerStack
 
 STACK_PREFIX = "FsaAlerts"
 
@@ -26,7 +27,13 @@ def build_app(context: dict[str, Any] | None = None, **app_options: Any) -> tupl
         app, f"{STACK_PREFIX}-Loader", settings=settings, network=network,
         description="FSA Alerts: datasets and the loader Lambda that builds the FSA index on deploy",
     )  # fmt: skip
-    stacks: dict[str, cdk.Stack] = {"network": network, "loader": loader}
+    worker = WorkerStack(
+        app, f"{STACK_PREFIX}-Worker", settings=settings, network=network,
+        description="FSA Alerts: the scheduled worker Lambda, its alerts topic, state table and dead-letter queues",
+    )  # fmt: skip
+    # Deploy the worker after the loader has built the index, so its first run finds one.
+    worker.add_stack_dependency(loader, "the worker reads the index the loader builds")
+    stacks: dict[str, cdk.Stack] = {"network": network, "loader": loader, "worker": worker}
     for stack in stacks.values():
         cdk.Tags.of(stack).add("project", "fsa-alerts")
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks())

@@ -7,12 +7,15 @@ value stops synth with one line naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lambda_src.worker.source_config import SourcesConfig
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
@@ -44,7 +47,10 @@ class Settings(BaseModel):
     log_retention_days: int
     alarm_email: str
     lambda_size_budget_mb: Annotated[int, Field(ge=1, le=250)]
-    sources: list[dict[str, Any]]
+    #: Amazon Location place index the worker geocodes addresses with; "" = no geocoding.
+    geocoder_place_index: str
+    #: The feeds the worker reads; the schema is lambda_src/worker/source_config.py.
+    sources: SourcesConfig
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -70,11 +76,44 @@ class Settings(BaseModel):
             raise ValueError("must be an e-mail address, or empty for none")
         return value
 
+    @field_validator("geocoder_place_index")
+    @classmethod
+    def _place_index(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[-._\w]{1,100}", value, flags=re.ASCII):
+            raise ValueError("must be an Amazon Location place index name (1-100 of A-Za-z0-9-._), or empty for none")
+        return value
+
     @field_validator("sources", mode="before")
     @classmethod
     def _sources_json(cls, value: Any) -> Any:
         # `cdk synth -c sources='[...]'` passes a string.
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_fit_the_environment(cls, value: SourcesConfig) -> SourcesConfig:
+        size = len(dump_sources(value).encode())
+        if size > SOURCES_ENV_MAX_BYTES:
+            raise ValueError(
+                f"{len(value.root)} sources are {size} bytes as the worker's SOURCES variable, over "
+                f"{SOURCES_ENV_MAX_BYTES} (Lambda allows 4 KB for all its environment variables)"
+            )
+        return value
+
+    @property
+    def sources_json(self) -> str:
+        """The validated sources as the worker reads them from its SOURCES variable."""
+        return dump_sources(self.sources)
+
+
+#: What SOURCES may take of the 4 KB Lambda allows for all environment variables together;
+#: the worker's other variables (ARNs, URL, names) need well under 600 bytes.
+SOURCES_ENV_MAX_BYTES = 3500
+
+
+def dump_sources(sources: SourcesConfig) -> str:
+    return json.dumps(sources.model_dump(mode="json"), separators=(",", ":"))
 
 
 def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
@@ -99,7 +138,26 @@ def load_settings(get_context: Any, defaults: dict[str, Any] | None = None) -> S
         raise ConfigError(f"context key 'sources' is not valid JSON: {exc}") from exc
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "?"
-        value = values.get(str(error["loc"][0]), error.get("input")) if error["loc"] else error.get("input")
+        loc = _key_path(error["loc"], values)
+        key = ".".join(str(p) for p in loc) or "?"
+        if len(loc) > 1:  # inside a key (e.g. sources.0.url): the offending part itself
+            value = error.get("input")
+        else:
+            value = values.get(str(loc[0]), error.get("input")) if loc else error.get("input")
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"context key {key!r} = {value!r} is not allowed: {message}") from None
+
+
+def _key_path(loc: tuple[Any, ...], values: dict[str, Any]) -> tuple[Any, ...]:
+    """``('sources', 0, 'json_feed', 'url')`` -> ``('sources', 0, 'url')``: pydantic puts the
+    discriminator tag of a source (its ``type``) into the location; the key path has none."""
+    if len(loc) > 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        raw = values.get("sources")
+        raw = json.loads(raw) if isinstance(raw, str) else raw
+        try:
+            item = raw[loc[1]]
+        except (TypeError, IndexError, KeyError):
+            return loc
+        if isinstance(item, dict) and item.get("type") == loc[2]:
+            return loc[:2] + loc[3:]
+    return loc
