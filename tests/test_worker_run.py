@@ -255,3 +255,16 @@ def test_a_missing_or_corrupt_index_fails_the_run_loudly(resources, feeds, small
 def test_a_bad_source_config_is_one_clear_error(resources, full_build):
     with pytest.raises(ConfigError, match=r"SOURCES: 0\.json_feed\.url"):
         invoke(resources, full_build[0], [{"type": "json_feed", "name": "x", "url": "ftp://nope"}])
+
+
+def test_an_alert_that_can_be_neither_published_nor_parked_is_left_for_the_next_run(resources, feeds, full_build):
+    huge_url = "https://example.ca/" + "x" * 300_000
+    items = [item("u1", CN_TOWER, url=huge_url), item("u2", CN_TOWER)]
+    broken = WorkerResources(resources.topic_arn, resources.table, resources.dlq_url + "-missing", resources.queues)
+    summary = invoke(broken, full_build[0], [json_source(feeds, "unparkable", items, since_param="since")])
+    report = summary["sources"][0]
+    assert (report["published"], report["parked"], report["deferred"]) == (1, 0, 1)
+    assert report["fetched"] == accounted(report)
+    assert CursorStore(resources.table, boto3.client("dynamodb")).get("unparkable") == ({}, 0)
+    # Its claim was released: nothing marks it as sent, so a later run tries again.
+    assert Dedup(resources.table, boto3.client("dynamodb")).claim("unparkable", "u1", 1000) == "claimed"
