@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -151,6 +152,10 @@ def _build_version(
             fsas, fsa_ids = np.unique(prefixes, return_inverse=True)
             np.save(postal_dir / layout.FSAS, fsas.astype("U3"))
             np.save(postal_dir / layout.FSA_IDS, fsa_ids.astype(np.int16))
+            np.save(
+                postal_dir / layout.FSA_POINTS,
+                _median_points(np.radians(np.column_stack([postal.lat, postal.lon])), fsa_ids, len(fsas)),
+            )
             without = sorted(set(fsas.tolist()) - set(fsa.codes.tolist()))
             levels["postal"] = {**postal.summary(), "fsas": len(fsas), "fsas_without_centroid": without}
         manifest = _manifest(tmp, version, sources, levels)
@@ -162,6 +167,14 @@ def _build_version(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return levels
+
+
+def _median_points(coords: np.ndarray, group_ids: np.ndarray, groups: int) -> np.ndarray:
+    """Per group, the median latitude and longitude of its points: where an FSA's addresses
+    are. GeoNames' FSA centroids are often far from them (T2P, downtown Calgary: 26 km)."""
+    order = np.argsort(group_ids, kind="stable")
+    bounds = np.searchsorted(group_ids[order], np.arange(groups + 1))
+    return np.array([np.median(coords[order[a:b]], axis=0) for a, b in itertools.pairwise(bounds)])
 
 
 def _read_level(info: dict[str, str], level: Level, max_drop_fraction: float, progress: Progress) -> Validated:

@@ -71,6 +71,7 @@ class _Level:
     tree: Any  # sklearn.neighbors.BallTree
     fsa_ids: np.ndarray | None = None  # postal level: index into ``fsas`` per postal code
     fsas: np.ndarray | None = None  # postal level: sorted FSAs that have postal codes
+    fsa_points: np.ndarray | None = None  # postal level: per ``fsas``, the median of its postal codes
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:
@@ -234,10 +235,20 @@ class FsaIndex:
         return self.locate_fsa(code[:3], code=code)
 
     def locate_fsa(self, fsa: str, *, code: str | None = None) -> Located | None:
-        """An FSA's centroid, or None when the index has no centroid for it."""
+        """An FSA's centre, or None when the index knows no point for it.
+
+        With the postal level that is the median of the FSA's postal codes (where its
+        addresses are, and known for FSAs missing from the centroid table); without it, the
+        dataset's centroid."""
         fsa = fsa.strip().upper()
         if not is_fsa(fsa):
             return None
+        postal = self._postal
+        if postal is not None and postal.fsa_points is not None:
+            j = int(np.searchsorted(postal.fsas, fsa))
+            if j < len(postal.fsas) and postal.fsas[j] == fsa:
+                lat, lon = np.degrees(postal.fsa_points[j])
+                return Located(float(lat), float(lon), "fsa_centroid", code or fsa)
         i = int(np.searchsorted(self._fsa.codes, fsa))
         if i < len(self._fsa.codes) and self._fsa.codes[i] == fsa:
             lat, lon = np.degrees(self._fsa.coords[i])
@@ -308,6 +319,8 @@ def _load_level(level_dir: Path, same_sklearn: bool, leaf_size: int, *, postal: 
         coords = np.load(level_dir / layout.COORDS, allow_pickle=False)
         fsa_ids = np.load(level_dir / layout.FSA_IDS, allow_pickle=False) if postal else None
         fsas = np.load(level_dir / layout.FSAS, allow_pickle=False) if postal else None
+        points_file = level_dir / layout.FSA_POINTS
+        fsa_points = np.load(points_file, allow_pickle=False) if postal and points_file.exists() else None
     except (OSError, ValueError) as exc:
         raise IndexCorrupt(f"cannot read arrays in {level_dir}: {exc}") from exc
     if coords.ndim != 2 or coords.shape != (len(codes), 2):
@@ -318,7 +331,7 @@ def _load_level(level_dir: Path, same_sklearn: bool, leaf_size: int, *, postal: 
         from sklearn.neighbors import BallTree
 
         tree = BallTree(coords, metric="haversine", leaf_size=leaf_size)
-    return _Level(codes=codes, coords=coords, tree=tree, fsa_ids=fsa_ids, fsas=fsas)
+    return _Level(codes=codes, coords=coords, tree=tree, fsa_ids=fsa_ids, fsas=fsas, fsa_points=fsa_points)
 
 
 def _unpickle_tree(path: Path) -> Any:

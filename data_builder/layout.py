@@ -3,7 +3,7 @@
     <root>/CURRENT              names the live version
     <root>/.lock                held by a builder while it writes
     <root>/v-<hash>/manifest.json, codes.npy, coords.npy, tree.pkl
-    <root>/v-<hash>/postal/codes.npy, coords.npy, fsa_ids.npy, fsas.npy, tree.pkl
+    <root>/v-<hash>/postal/codes.npy, coords.npy, fsa_ids.npy, fsas.npy, fsa_points.npy, tree.pkl
 
 Standard library only: both the builder and the query side use it.
 """
@@ -31,9 +31,10 @@ COORDS = "coords.npy"
 TREE = "tree.pkl"
 FSA_IDS = "fsa_ids.npy"
 FSAS = "fsas.npy"
+FSA_POINTS = "fsa_points.npy"
 
 #: Bumped when the layout or the meaning of a file changes; part of every version hash.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Versions kept after a build (the live one is never pruned).
 KEEP_VERSIONS = 3
 

@@ -196,7 +196,10 @@ def test_far_from_fsa_and_placeholder_point(tmp_path, synth):
 
     index = FsaIndex.open(tmp_path / "idx")
     assert index.locate_postal_code("K1A 9Z9").method == "fsa_centroid"  # dropped: centroid fallback
-    assert index.locate_postal_code("P0L 1A0") is None  # dropped, and P0L has no centroid
+    # Dropped, and P0L has no centroid: placed where P0L's remaining codes are.
+    located = index.locate_postal_code("P0L 1A0")
+    assert located.method == "fsa_centroid"
+    assert (located.lat, located.lon) == pytest.approx((49.92, -75.70), abs=0.011)
     assert index.locate_postal_code("P0L 1A1").method == "postal_code"
     # Nothing of K1A is placed at the far point any more; P0L still covers its real area.
     [near_far_point] = index.within(49.92, -75.70, radius_km=2.0, mode="coverage")
