@@ -106,3 +106,8 @@ def test_locate_fsa_without_the_postal_level_is_the_dataset_centroid(small_fsa_i
     located = FsaIndex.open(small_fsa_index).locate_fsa(code)
     assert located is not None and located.method == "fsa_centroid"
     assert (located.lat, located.lon) == pytest.approx((float(lat), float(lon)), abs=1e-9)
+
+
+@pytest.mark.parametrize("text", ["hello", "", "M5V", "M5V 3L", "D5V 3L9", "12345", "M5V 3L9 extra"])
+def test_garbage_is_none(full_index, text):
+    assert full_index.locate_postal_code(text) is None
