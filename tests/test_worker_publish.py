@@ -13,7 +13,7 @@ from data_builder.index import Match
 from lambda_src.worker.alerts import TEXT_LIMIT, Alert
 from lambda_src.worker.locate import Location
 from lambda_src.worker.postings import Posting
-from lambda_src.worker.publish import Publisher
+from lambda_src.worker.publish import Publisher, batches
 
 
 def alert(n: int, **posting: object) -> Alert:
@@ -101,3 +101,20 @@ def test_message_shape_truncation_and_attributes():
 def test_at_most_ten_attributes_reach_sns():
     many = alert(0, attributes={f"a{i}": "v" for i in range(12)})
     assert len(many.attributes()) == 10  # fsa + 9: SNS refuses more than 10
+
+
+def test_batches_stay_under_the_publish_batch_byte_limit():
+    # Real SNS refuses a whole PublishBatch over 256 KiB: one huge alert must not take its
+    # neighbours down with it.
+    big = "https://example.ca/" + "x" * 100_000
+    alerts = [alert(0, url=big), alert(1, url=big), alert(2, url=big), alert(3), alert(4, url="x" * 300_000)]
+    sns, sqs = ScriptedSns([]), RecordingSqs()
+    publisher(sns, sqs).publish(alerts)
+    assert sns.calls == [["e0", "e1"], ["e2", "e3"], ["e4"]]
+
+
+def test_batches_by_count_and_bytes():
+    assert batches([1] * 23) == [range(0, 10), range(10, 20), range(20, 23)]
+    assert batches([200_000, 100_000, 10]) == [range(0, 1), range(1, 3)]
+    assert batches([300_000]) == [range(0, 1)]
+    assert batches([]) == []

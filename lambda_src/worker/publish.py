@@ -12,7 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambda_src.worker.alerts import Alert
 
-BATCH_SIZE = 10  # PublishBatch's limit
+BATCH_SIZE = 10  # PublishBatch's limit on entries
+#: PublishBatch's limit on the whole request: over it SNS refuses every entry at once.
+BATCH_BYTES = 256 * 1024
 #: Room for a parked alert's message in the DLQ body (SQS takes 256 KiB in all).
 PARKED_MESSAGE_LIMIT = 200_000
 Outcome = Literal["published", "parked", "failed"]
@@ -48,9 +50,9 @@ class Publisher:
     def publish(self, alerts: list[Alert]) -> list[Delivery]:
         """One Delivery per alert, in order. ``failed`` only when even parking failed."""
         deliveries = [Delivery("failed") for _ in alerts]
-        for start in range(0, len(alerts), BATCH_SIZE):
-            chunk = list(range(start, min(start + BATCH_SIZE, len(alerts))))
-            self._publish_chunk(alerts, chunk, deliveries)
+        sizes = [entry_size(self._message(a), a.attributes()) for a in alerts]
+        for chunk in batches(sizes):
+            self._publish_chunk(alerts, list(chunk), deliveries)
         return deliveries
 
     def _publish_chunk(self, alerts: list[Alert], pending: list[int], deliveries: list[Delivery]) -> None:
@@ -110,6 +112,28 @@ class Publisher:
             delivery.outcome, delivery.reason = "failed", f"{reason}; parking failed too: {_one_line(exc)}"
             return
         delivery.outcome, delivery.reason = "parked", reason
+
+
+def entry_size(message: str, attributes: dict[str, dict[str, str]]) -> int:
+    """Bytes SNS counts for one entry: the message and its attributes' names, types and values."""
+    attrs = sum(len(k.encode()) + len(v["DataType"].encode()) + len(v["StringValue"].encode())
+                for k, v in attributes.items())  # fmt: skip
+    return len(message.encode()) + attrs
+
+
+def batches(sizes: list[int]) -> list[range]:
+    """Consecutive index ranges of at most BATCH_SIZE entries and BATCH_BYTES in all; an entry
+    over BATCH_BYTES goes alone (SNS refuses it, and only it is parked)."""
+    out: list[range] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start == BATCH_SIZE or total + size > BATCH_BYTES):
+            out.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if sizes:
+        out.append(range(start, len(sizes)))
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
