@@ -44,6 +44,9 @@ class DataLoaderStack(Stack):
             vpc_subnets=network.private_subnets,
             security_groups=[network.loader_security_group],
             filesystem=efs_mount(network.file_system, network.access_point, read_only=False),
+            # Only the deploy trigger invokes it, once per deploy; one at a time caps what a
+            # stray or repeated invocation can cost (builds also serialise on the index lock).
+            reserved_concurrent_executions=1,
             # The asset keys carry the datasets' hashes: a new dataset is a new function
             # version, and that re-runs the trigger.
             environment={

@@ -154,11 +154,6 @@ class PythonFunction(Construct):
             "support no resource-level permissions",
         )
         acknowledge(
-            self.role,
-            f"IAM5[Resource::<{Stack.of(self).get_logical_id(self.log_group.node.default_child)}.Arn>:*]",
-            "log streams of this function's own log group only",
-        )
-        acknowledge(
             self.function,
             "L1",
             "The service targets the Python 3.12 Lambda runtime (its layers are built for cp312); "
