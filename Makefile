@@ -11,7 +11,7 @@ DATA := data/fsa_centroids.csv data/postal_codes.csv.gz
 
 CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx --no-install cdk
 
-.PHONY: install test lint format run data clean synth deploy diff destroy snapshot-update subscribe
+.PHONY: install test lint format run data clean synth deploy diff destroy snapshot-update subscribe replay dashboard-preview
 
 install: $(STAMP)
 
@@ -67,9 +67,48 @@ destroy: install node_modules/.installed
 subscribe: install
 	$(PY) -m lambda_src.subscribe $(ARGS)
 
+# Re-publish the postings parked in the postings dead-letter queue, each at most once
+# (docs/runbook.md):  make replay ARGS="--dry-run"   then   make replay   (--max N, --region R)
+replay: install
+	$(PY) -m lambda_src.replay $(ARGS)
+
+# Draw the FsaAlerts dashboard's layout (from the synthesized monitoring stack, no AWS account)
+# to docs/dashboard.png, with the numbers of the last `make run` where it has them.
+dashboard-preview: install
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(PY) -m stacks.dashboard_preview
+
 # Re-record the template snapshots after an intended infrastructure change.
 snapshot-update: install
 	$(PY) -m pytest tests/test_infra.py -k snapshot --snapshot-update
+
+# checkov over the synthesized templates (docs/security.md). checkov pins boto3 against this
+# project's pin, so it lives in its own venv; synth skips bundling, the templates are the same.
+# Exits non-zero on any failed check not justified in .checkov.yaml.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_OUT := cdk.out-checkov
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@echo "installing checkov $(CHECKOV_VERSION) into $(CHECKOV_VENV) (first time: about a minute)"
+	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+.PHONY: checkov
+checkov: install $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	rm -rf $(CHECKOV_OUT)
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(PY) -c 'from stacks.application import build_app; \
+	from stacks.settings import cdk_json_context; \
+	app, _ = build_app(context={**cdk_json_context(), "aws:cdk:bundling-stacks": []}, outdir="$(CHECKOV_OUT)"); \
+	app.synth()'
+	$(CHECKOV_VENV)/bin/checkov -d $(CHECKOV_OUT) --config-file .checkov.yaml --framework cloudformation \
+		--compact --quiet --skip-download -o json
+
+# Speed and size against their baselines (lambda_src/local/bench.py): one JSON line per
+# measure, a table, docs/benchmarks.md and docs/benchmarks.png. Several minutes.
+.PHONY: bench
+bench: install
+	$(PY) -m lambda_src.local.bench
 
 clean:
 	rm -rf $(LOCAL) cdk.out .cache .pytest_cache .ruff_cache

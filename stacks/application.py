@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.data_loader import DataLoaderStack
+from stacks.monitoring import MonitoringStack
 from stacks.network_storage import NetworkStorageStack
 from stacks.settings import Settings, load_settings
 from stacks.worker import WorkerStack
@@ -33,7 +34,11 @@ def build_app(context: dict[str, Any] | None = None, **app_options: Any) -> tupl
     )  # fmt: skip
     # Deploy the worker after the loader has built the index, so its first run finds one.
     worker.add_stack_dependency(loader, "the worker reads the index the loader builds")
-    stacks: dict[str, cdk.Stack] = {"network": network, "loader": loader, "worker": worker}
+    monitoring = MonitoringStack(
+        app, f"{STACK_PREFIX}-Monitoring", settings=settings, network=network, loader=loader, worker=worker,
+        description="FSA Alerts: the FsaAlerts dashboard, the operations topic and the alarms",
+    )  # fmt: skip
+    stacks: dict[str, cdk.Stack] = {"network": network, "loader": loader, "worker": worker, "monitoring": monitoring}
     for stack in stacks.values():
         cdk.Tags.of(stack).add("project", "fsa-alerts")
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks())

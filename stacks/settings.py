@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from lambda_src.worker.source_config import SourcesConfig
 
@@ -51,6 +51,14 @@ class Settings(BaseModel):
     geocoder_place_index: str
     #: The feeds the worker reads; the schema is lambda_src/worker/source_config.py.
     sources: SourcesConfig
+    #: Alarm thresholds (stacks/monitoring.py). source-failing: SourceErrors in this many schedule periods in a row.
+    alarm_source_failing_periods: Annotated[int, Field(ge=1, le=100)]
+    #: unresolved-share: PostingsUnresolved / PostingsFetched over an hour above this.
+    alarm_unresolved_share: Annotated[float, Field(gt=0, lt=1)]
+    #: index-stale: the index the worker reads is older than this many days.
+    alarm_index_max_age_days: Annotated[int, Field(ge=1, le=365)]
+    #: worker-duration: the worker's maximum Duration above this fraction of its timeout.
+    alarm_duration_fraction: Annotated[float, Field(gt=0, le=1)]
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -101,11 +109,29 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator("alarm_source_failing_periods")
+    @classmethod
+    def _alarm_window(cls, value: int, info: ValidationInfo) -> int:
+        schedule = info.data.get("schedule_minutes")
+        if schedule is not None:
+            seconds = value * schedule * 60
+            limit = ALARM_WINDOW_MAX_SECONDS if schedule >= 60 else ALARM_WINDOW_SHORT_PERIOD_MAX_SECONDS
+            if seconds > limit:
+                raise ValueError(
+                    f"{value} periods of schedule_minutes={schedule} are {seconds // 3600} h; a CloudWatch alarm "
+                    f"evaluates at most {limit // 3600} h with that period"
+                )
+        return value
+
     @property
     def sources_json(self) -> str:
         """The validated sources as the worker reads them from its SOURCES variable."""
         return dump_sources(self.sources)
 
+
+#: CloudWatch: period x evaluation periods may be at most 7 days, and 1 day for periods under an hour.
+ALARM_WINDOW_MAX_SECONDS = 7 * 86400
+ALARM_WINDOW_SHORT_PERIOD_MAX_SECONDS = 86400
 
 #: What SOURCES may take of the 4 KB Lambda allows for all environment variables together;
 #: the worker's other variables (ARNs, URL, names) need well under 600 bytes.
