@@ -199,3 +199,18 @@ def postal_csv() -> list[tuple[str, float, float]]:
         reader = csv.reader(fh)
         assert next(reader) == ["code", "latitude", "longitude"]
         return [(code, float(lat), float(lon)) for code, lat, lon in reader]
+
+
+# --------------------------------------------------------------------- AWS on loopback
+
+
+@pytest.fixture(scope="module")
+def aws():
+    """A moto server on 127.0.0.1 for the module, with boto3 pointed at it."""
+    from lambda_src.local.moto_env import aws_env, moto_server, patched_env
+    from lambda_src.worker import handler as worker
+
+    with moto_server() as endpoint, patched_env(aws_env(endpoint)):
+        worker._client.cache_clear()  # the worker's cached clients may point at another server
+        yield endpoint
+    worker._client.cache_clear()

@@ -23,7 +23,7 @@ from aws_cdk.assertions import Template
 from lambda_src.local.aws_resources import create_worker_resources
 from lambda_src.local.context import LocalContext
 from lambda_src.local.feed_server import FeedServer
-from lambda_src.local.moto_env import aws_env, moto_server, patched_env
+from lambda_src.local.moto_env import patched_env
 from lambda_src.shared.metric_names import NAMESPACE, LoaderMetric, WorkerMetric
 from stacks.application import build_app
 from stacks.settings import ConfigError, cdk_json_context
@@ -597,16 +597,6 @@ def run_loader(small_sources, root: Path, service: str, capsys) -> set[Ref]:
     with patched_env(env), _Service(loader, service):
         loader.handler({}, LocalContext(function_name="fsa-loader"))
     return _emf(capsys.readouterr().out)
-
-
-@pytest.fixture
-def aws() -> Iterator[str]:
-    from lambda_src.worker import handler as worker
-
-    with moto_server() as endpoint, patched_env(aws_env(endpoint)):
-        worker._client.cache_clear()  # clients made for another module's moto server
-        yield endpoint
-    worker._client.cache_clear()
 
 
 def test_dashboard_and_alarm_metrics_are_exactly_what_the_handlers_emit(

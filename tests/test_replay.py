@@ -25,7 +25,7 @@ from lambda_src import replay
 from lambda_src.local.aws_resources import WorkerResources, create_worker_resources, drain
 from lambda_src.local.context import LocalContext
 from lambda_src.local.feed_server import FeedServer
-from lambda_src.local.moto_env import aws_env, moto_server, patched_env
+from lambda_src.local.moto_env import patched_env
 from lambda_src.worker import handler as worker
 from lambda_src.worker.alerts import Alert
 from lambda_src.worker.dedup import Dedup
@@ -39,14 +39,6 @@ pytestmark = pytest.mark.xdist_group("moto-replay")
 # The synthetic index below puts FSA A0A at (45.0, -76.0) and A0B 0.1 degrees east (~8 km).
 A0A = (45.0, -76.0)
 A0B = (45.0, -75.9)
-
-
-@pytest.fixture(scope="module")
-def aws():
-    with moto_server() as endpoint, patched_env(aws_env(endpoint)):
-        worker._client.cache_clear()  # clients made for another module's moto server
-        yield endpoint
-    worker._client.cache_clear()
 
 
 @pytest.fixture(autouse=True)

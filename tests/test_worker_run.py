@@ -19,7 +19,7 @@ from data_builder.errors import IndexCorrupt, IndexMissing
 from lambda_src.local.aws_resources import WorkerResources, create_worker_resources, drain
 from lambda_src.local.context import LocalContext
 from lambda_src.local.feed_server import FeedServer
-from lambda_src.local.moto_env import aws_env, moto_server, patched_env
+from lambda_src.local.moto_env import patched_env
 from lambda_src.worker import handler as worker
 from lambda_src.worker.config import ConfigError
 from lambda_src.worker.cursors import CursorStore
@@ -28,14 +28,6 @@ from lambda_src.worker.dedup import Dedup
 CN_TOWER = (43.6426, -79.3871)
 PARLIAMENT = (45.4236, -75.7009)
 CALGARY = (51.0447, -114.0719)
-
-
-@pytest.fixture(scope="module")
-def aws():
-    with moto_server() as endpoint, patched_env(aws_env(endpoint)):
-        worker._client.cache_clear()  # clients made for another module's moto server
-        yield endpoint
-    worker._client.cache_clear()
 
 
 @pytest.fixture(scope="module")
