@@ -25,6 +25,41 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def moto_server_process(timeout_s: float = 30.0) -> Iterator[str]:
+    """moto's server in its own process on 127.0.0.1: for measurements, where a server
+    sharing the measuring process's interpreter lock would be timed too."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"moto server did not start on {endpoint}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def aws_env(endpoint: str) -> dict[str, str]:
     """Variables that send every boto3 client to ``endpoint`` with throwaway credentials."""
     return {
