@@ -18,6 +18,8 @@ BATCH_BYTES = 256 * 1024
 #: Room for a parked alert's message in the DLQ body (SQS takes 256 KiB in all).
 PARKED_MESSAGE_LIMIT = 200_000
 Outcome = Literal["published", "parked", "failed"]
+#: An alert's SNS message and message attributes, as sent.
+Prepared = tuple[str, dict[str, dict[str, str]]]
 
 
 @dataclass
@@ -50,12 +52,15 @@ class Publisher:
     def publish(self, alerts: list[Alert]) -> list[Delivery]:
         """One Delivery per alert, in order. ``failed`` only when even parking failed."""
         deliveries = [Delivery("failed") for _ in alerts]
-        sizes = [entry_size(self._message(a), a.attributes()) for a in alerts]
-        for chunk in batches(sizes):
-            self._publish_chunk(alerts, list(chunk), deliveries)
+        # Each message and its attributes are built once, whatever the retries and parking.
+        prepared = [(self._message(a), a.attributes()) for a in alerts]
+        for chunk in batches([entry_size(message, attrs) for message, attrs in prepared]):
+            self._publish_chunk(alerts, prepared, list(chunk), deliveries)
         return deliveries
 
-    def _publish_chunk(self, alerts: list[Alert], pending: list[int], deliveries: list[Delivery]) -> None:
+    def _publish_chunk(
+        self, alerts: list[Alert], prepared: list[Prepared], pending: list[int], deliveries: list[Delivery]
+    ) -> None:
         reasons: dict[int, str] = {}
         for attempt in range(self._attempts):
             if not pending:
@@ -63,23 +68,20 @@ class Publisher:
             if attempt:
                 self._sleep(self._backoff * 2 ** (attempt - 1))
             retry: list[int] = []
-            for i, reason, permanent in self._try_batch(alerts, pending, deliveries):
+            for i, reason, permanent in self._try_batch(prepared, pending, deliveries):
                 deliveries[i].failed_attempts += 1
                 reasons[i] = reason
                 if not permanent:
                     retry.append(i)
                 else:
-                    self._park(alerts[i], reason, deliveries[i])
+                    self._park(alerts[i], prepared[i], reason, deliveries[i])
             pending = retry
         for i in pending:
-            self._park(alerts[i], reasons[i], deliveries[i])
+            self._park(alerts[i], prepared[i], reasons[i], deliveries[i])
 
-    def _try_batch(self, alerts: list[Alert], pending: list[int], deliveries: list[Delivery]):
+    def _try_batch(self, prepared: list[Prepared], pending: list[int], deliveries: list[Delivery]):
         """PublishBatch once; yield (index, reason, permanent) for each entry that failed."""
-        entries = [
-            {"Id": f"e{i}", "Message": self._message(alerts[i]), "MessageAttributes": alerts[i].attributes()}
-            for i in pending
-        ]
+        entries = [{"Id": f"e{i}", "Message": prepared[i][0], "MessageAttributes": prepared[i][1]} for i in pending]
         try:
             response = self._sns.publish_batch(TopicArn=self._topic, PublishBatchRequestEntries=entries)
         except (ClientError, BotoCoreError) as exc:
@@ -94,8 +96,8 @@ class Publisher:
             reason = f"{failed.get('Code', 'Error')}: {failed.get('Message', '')}".strip()
             yield int(failed["Id"][1:]), reason, bool(failed.get("SenderFault"))
 
-    def _park(self, alert: Alert, reason: str, delivery: Delivery) -> None:
-        message = self._message(alert)
+    def _park(self, alert: Alert, prepared: Prepared, reason: str, delivery: Delivery) -> None:
+        message, attributes = prepared
         body = {
             "reason": reason,
             "source": alert.posting.source,
@@ -104,7 +106,7 @@ class Publisher:
             # never be parked and would block its source's cursor for good.
             "message": message[:PARKED_MESSAGE_LIMIT],
             "message_truncated": len(message) > PARKED_MESSAGE_LIMIT,
-            "attributes": alert.attributes(),
+            "attributes": attributes,
         }
         try:
             self._sqs.send_message(QueueUrl=self._dlq, MessageBody=json.dumps(body, ensure_ascii=False))
