@@ -17,6 +17,7 @@ docs/runbook.md in its description.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
@@ -547,23 +548,20 @@ class MonitoringStack(Stack):
     # ---------------------------------------------------------------- metrics
 
     def _worker_metric(self, name: WorkerMetric, statistic: str, label: str | None = None) -> cw.Metric:
+        return self._service_metric(name, self.worker_service, statistic, label)
+
+    def _loader_metric(self, name: LoaderMetric, statistic: str) -> cw.Metric:
+        return self._service_metric(name, self.loader_service, statistic, name.value)
+
+    def _service_metric(self, name: StrEnum, service: str, statistic: str, label: str | None) -> cw.Metric:
+        """One of our metrics as Powertools emits it: dimension ``service`` = the function's."""
         return cw.Metric(
             namespace=NAMESPACE,
             metric_name=name.value,
-            dimensions_map={SERVICE_DIMENSION: self.worker_service},
+            dimensions_map={SERVICE_DIMENSION: service},
             statistic=statistic,
             period=self.period,
             label=label,
-        )
-
-    def _loader_metric(self, name: LoaderMetric, statistic: str) -> cw.Metric:
-        return cw.Metric(
-            namespace=NAMESPACE,
-            metric_name=name.value,
-            dimensions_map={SERVICE_DIMENSION: self.loader_service},
-            statistic=statistic,
-            period=self.period,
-            label=name.value,
         )
 
     def _source_errors(self, source: str) -> cw.Metric:

@@ -72,6 +72,11 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
+def run_child(code: str) -> str:
+    """Run ``code`` in a fresh interpreter at the repo root; return its stdout."""
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO).stdout
+
+
 def fresh_process_seconds(code: str, runs: int, env: dict[str, str] | None = None) -> float:
     command = [sys.executable, "-c", code]
     return median_time(lambda: subprocess.run(command, check=True, env=env, cwd=REPO), runs)
@@ -90,8 +95,7 @@ def bench_build(root: Path) -> list[Measure]:
         "print(json.dumps({'seconds': r.seconds,"
         f" 'rss_mb': {PEAK_RSS_MB}}}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO)
-    result = json.loads(done.stdout)
+    result = json.loads(run_child(code))
     return [
         Measure(
             "index_build",
@@ -334,8 +338,7 @@ def bench_memory(root: Path) -> list[Measure]:
         "ix.resolve(rng.uniform(43.5, 45.5, 1000), rng.uniform(-80, -75, 1000))\n"
         f"print({PEAK_RSS_MB})\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO)
-    return [Measure("worker_peak_rss", float(done.stdout.strip()), "MB", None, "", "report; memory = 2x")]
+    return [Measure("worker_peak_rss", float(run_child(code)), "MB", None, "", "report; memory = 2x")]
 
 
 # ------------------------------------------------------------------------------ report
