@@ -23,8 +23,9 @@ from typing import Any, Literal
 import numpy as np
 
 from data_builder import layout
+from data_builder.clusters import CELL_KM, grid_clusters
 from data_builder.errors import DatasetError, IndexCorrupt
-from data_builder.geo import EARTH_RADIUS_KM
+from data_builder.geo import EARTH_RADIUS_KM, unit_vectors
 from data_builder.index import verify_version
 from data_builder.readers import Level, detect_format, read_dataset
 from data_builder.validate import (
@@ -142,20 +143,25 @@ def _build_version(
     tmp.mkdir()
     try:
         levels: dict[str, Any] = {"fsa": fsa.summary()}
-        _write_level(tmp, fsa.codes.astype("U3"), fsa.lat, fsa.lon, progress, "FSA centroids")
+        _write_level(
+            tmp, fsa.codes.astype("U3"), np.radians(np.column_stack([fsa.lat, fsa.lon])), progress, "FSA centroids"
+        )
         if postal is not None:
             postal_dir = tmp / layout.POSTAL_DIR
             postal_dir.mkdir()
             codes = np.char.replace(postal.codes.astype("U7"), " ", "").astype("S6")
-            _write_level(postal_dir, codes, postal.lat, postal.lon, progress, "postal codes")
+            coords = np.radians(np.column_stack([postal.lat, postal.lon]))
             prefixes = np.char.ljust(postal.codes.astype("U3"), 3)
             fsas, fsa_ids = np.unique(prefixes, return_inverse=True)
             np.save(postal_dir / layout.FSAS, fsas.astype("U3"))
             np.save(postal_dir / layout.FSA_IDS, fsa_ids.astype(np.int16))
-            np.save(
-                postal_dir / layout.FSA_POINTS,
-                _median_points(np.radians(np.column_stack([postal.lat, postal.lon])), fsa_ids, len(fsas)),
-            )
+            np.save(postal_dir / layout.FSA_POINTS, _median_points(coords, fsa_ids, len(fsas)))
+            clusters = grid_clusters(coords, fsa_ids)
+            np.save(postal_dir / layout.CLUSTER_MEMBERS, clusters.members)
+            np.save(postal_dir / layout.CLUSTER_BOUNDS, clusters.bounds)
+            np.save(postal_dir / layout.CLUSTER_REACH, clusters.reach)
+            _write_level(postal_dir, codes, coords, progress, f"{len(clusters.reach):,} clusters of postal codes",
+                         tree_points=clusters.representatives)  # fmt: skip
             without = sorted(set(fsas.tolist()) - set(fsa.codes.tolist()))
             levels["postal"] = {**postal.summary(), "fsas": len(fsas), "fsas_without_centroid": without}
         manifest = _manifest(tmp, version, sources, levels)
@@ -187,15 +193,22 @@ def _read_level(info: dict[str, str], level: Level, max_drop_fraction: float, pr
 
 
 def _write_level(
-    level_dir: Path, codes: np.ndarray, lat: np.ndarray, lon: np.ndarray, progress: Progress, name: str
+    level_dir: Path,
+    codes: np.ndarray,
+    coords: np.ndarray,
+    progress: Progress,
+    name: str,
+    tree_points: np.ndarray | None = None,
 ) -> None:
+    """Save codes and (lat, lon) radians, and a BallTree over the unit vectors of
+    ``tree_points`` (default: every point)."""
     from sklearn.neighbors import BallTree
 
-    coords = np.radians(np.column_stack([lat, lon]))
     np.save(level_dir / layout.CODES, codes)
     np.save(level_dir / layout.COORDS, coords)
-    progress(f"building BallTree over {len(codes):,} {name}")
-    tree = BallTree(coords, metric="haversine", leaf_size=LEAF_SIZE)
+    progress(f"building BallTree over {name}")
+    points = coords if tree_points is None else coords[tree_points]
+    tree = BallTree(unit_vectors(points), leaf_size=LEAF_SIZE)
     with open(level_dir / layout.TREE, "wb") as fh:
         pickle.dump(tree, fh, protocol=5)
 
@@ -210,7 +223,8 @@ def _manifest(tmp: Path, version: str, sources: dict[str, dict[str, str]], level
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "sources": {k: {"name": v["name"], "sha256": v["sha256"], "format": v["format"]} for k, v in sources.items()},
         "levels": levels,
-        "metric": "haversine",
+        "metric": "chord between unit vectors",
+        "cluster_km": CELL_KM,
         "earth_radius_km": EARTH_RADIUS_KM,
         "leaf_size": LEAF_SIZE,
         "libraries": {

@@ -12,12 +12,29 @@ CANADA_LAT = (41.6, 83.2)
 CANADA_LON = (-141.1, -52.5)
 
 
-def km_to_radians(km: float | np.ndarray) -> float | np.ndarray:
-    return np.asarray(km, dtype=float) / EARTH_RADIUS_KM
+def unit_vectors(coords: np.ndarray) -> np.ndarray:
+    """(n, 2) latitude, longitude in radians -> (n, 3) points on the unit sphere.
+
+    The index measures straight-line (chord) distance between these: it orders points
+    exactly as the great-circle distance does, and costs no trigonometry per comparison,
+    which makes tree queries several times faster than the haversine metric."""
+    lat, lon = coords[:, 0], coords[:, 1]
+    cos_lat = np.cos(lat)
+    return np.column_stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)])
 
 
-def radians_to_km(rad: float | np.ndarray) -> np.ndarray:
-    return np.asarray(rad, dtype=float) * EARTH_RADIUS_KM
+def km_to_chord(km: float | np.ndarray) -> np.ndarray:
+    angle = np.minimum(np.asarray(km, dtype=float) / EARTH_RADIUS_KM, np.pi)
+    return 2 * np.sin(angle / 2)
+
+
+def chord_to_km(chord: float | np.ndarray) -> np.ndarray:
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(np.asarray(chord, dtype=float) / 2, 1.0))
+
+
+def chord(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise straight-line distance between two (n, 3) arrays of unit vectors."""
+    return np.sqrt(np.einsum("ij,ij->i", a - b, a - b))
 
 
 def as_points(lat: object, lon: object) -> np.ndarray:

@@ -5,6 +5,8 @@ The worker imports this module on its cold start, so it stays small and lazy.
 
 from __future__ import annotations
 
+import functools
+import gc
 import io
 import itertools
 import json
@@ -16,15 +18,21 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from data_builder import layout
+from data_builder.clusters import Clusters
 from data_builder.codes import is_fsa, normalize_postal_code
 from data_builder.errors import IndexCorrupt, IndexMissing
-from data_builder.geo import as_points, as_radius, km_to_radians, radians_to_km
+from data_builder.geo import as_points, as_radius, chord, chord_to_km, km_to_chord, unit_vectors
 
 Mode = Literal["centroid", "coverage"]
 MODES: tuple[Mode, ...] = ("centroid", "coverage")
 DEFAULT_RADIUS_KM = 2.5
 #: Extra neighbours fetched so that ties at the k-th distance break by code, not tree order.
 _TIE_SLACK = 8
+#: Points answered per step: bounds the (points x FSAs) scratch array to about 14 MB.
+_CHUNK = 1024
+#: Slack on tree radii (chord units, about 6 micrometres) for rounding between the tree's
+#: distances and ours; every answer is then decided on our own distances.
+_EPS = 1e-12
 
 # The only globals a BallTree pickle written by this project refers to. Anything else in a
 # pickle (os.system, builtins.open, ...) is refused before it can run.
@@ -32,7 +40,7 @@ _PICKLE_ALLOWED = {
     ("sklearn.neighbors._ball_tree", "BallTree"),
     ("sklearn.neighbors._ball_tree", "newObj"),
     ("sklearn.metrics._dist_metrics", "newObj"),
-    ("sklearn.metrics._dist_metrics", "HaversineDistance64"),
+    ("sklearn.metrics._dist_metrics", "EuclideanDistance64"),
     ("numpy", "dtype"),
     ("numpy", "ndarray"),
     ("numpy._core.numeric", "_frombuffer"),
@@ -66,12 +74,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 @dataclass
 class _Level:
+    """One level: its points, and a tree over the representatives of its clusters."""
+
     codes: np.ndarray  # sorted; FSA level: '<U3'; postal level: 'S6' without the space
     coords: np.ndarray  # (n, 2) latitude, longitude in radians
-    tree: Any  # sklearn.neighbors.BallTree
-    fsa_ids: np.ndarray | None = None  # postal level: index into ``fsas`` per postal code
-    fsas: np.ndarray | None = None  # postal level: sorted FSAs that have postal codes
-    fsa_points: np.ndarray | None = None  # postal level: per ``fsas``, the median of its postal codes
+    tree: Any  # sklearn.neighbors.BallTree over the unit vectors of clusters.representatives
+    clusters: Clusters
+    names: np.ndarray  # what a match is called: the FSA codes this level answers with
+    name_ids: np.ndarray  # per point, its index into ``names``
+    fsa_points: np.ndarray | None = None  # postal level: per name, the median of its postal codes
+
+    def __post_init__(self) -> None:
+        self.rep_names = self.name_ids[self.clusters.representatives]
+        self.cluster_sizes = np.diff(self.clusters.bounds)
+        self.max_reach = float(self.clusters.reach.max()) if len(self.clusters.reach) else 0.0
+
+    @functools.cached_property
+    def xyz(self) -> np.ndarray:
+        """Unit vectors of every point, computed on the first query that opens a cluster."""
+        return unit_vectors(self.coords)
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:
@@ -102,7 +123,17 @@ def verify_version(version_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(version_dir)
     required = {layout.CODES, layout.COORDS, layout.TREE}
     if "postal" in manifest.get("levels", {}):
-        postal_files = (layout.CODES, layout.COORDS, layout.TREE, layout.FSA_IDS, layout.FSAS)
+        postal_files = (
+            layout.CODES,
+            layout.COORDS,
+            layout.TREE,
+            layout.FSA_IDS,
+            layout.FSAS,
+            layout.FSA_POINTS,
+            layout.CLUSTER_MEMBERS,
+            layout.CLUSTER_BOUNDS,
+            layout.CLUSTER_REACH,
+        )
         required |= {f"{layout.POSTAL_DIR}/{f}" for f in postal_files}
     missing = required - set(manifest["files"])
     if missing:
@@ -199,7 +230,7 @@ class FsaIndex:
             raise ValueError(f"k must be a whole number >= 1, got {k!r}")
         if not len(points):
             return []
-        ids, km = _knn(self._fsa.tree, points, min(int(k), len(self._fsa.codes)))
+        ids, km = _knn(self._fsa, unit_vectors(points), min(int(k), len(self._fsa.codes)))
         codes = self._fsa.codes
         return [[Match(str(codes[i]), float(d)) for i, d in zip(row, kms)] for row, kms in zip(ids, km)]
 
@@ -214,11 +245,12 @@ class FsaIndex:
         points, radius, mode = as_points(lat, lon), as_radius(radius_km), self._mode(mode)
         if not len(points):
             return []
-        out = []
-        for matches, near in zip(self._within(points, radius, mode), self._nearest_one(points, mode)):
-            if all(m.code != near.code for m in matches):
-                matches = sorted([*matches, near], key=lambda m: (m.km, m.code))
-            out.append(matches)
+        out = self._within(points, radius, mode)
+        # A non-empty set already starts with the nearest FSA (sorted by distance, then code).
+        empty = [i for i, matches in enumerate(out) if not matches]
+        if empty:
+            for i, near in zip(empty, self._nearest_one(points[empty], mode)):
+                out[i] = [near]
         return out
 
     def locate_postal_code(self, text: str) -> Located | None:
@@ -245,8 +277,8 @@ class FsaIndex:
             return None
         postal = self._postal
         if postal is not None and postal.fsa_points is not None:
-            j = int(np.searchsorted(postal.fsas, fsa))
-            if j < len(postal.fsas) and postal.fsas[j] == fsa:
+            j = int(np.searchsorted(postal.names, fsa))
+            if j < len(postal.names) and postal.names[j] == fsa:
                 lat, lon = np.degrees(postal.fsa_points[j])
                 return Located(float(lat), float(lon), "fsa_centroid", code or fsa)
         i = int(np.searchsorted(self._fsa.codes, fsa))
@@ -259,26 +291,20 @@ class FsaIndex:
 
     def _within(self, points: np.ndarray, radius_km: float, mode: Mode) -> list[list[Match]]:
         level = self._level_for(mode)
-        ind, dist = level.tree.query_radius(points, km_to_radians(radius_km), return_distance=True)
-        counts = np.fromiter((len(i) for i in ind), dtype=np.int64, count=len(ind))
-        point_ids = np.repeat(np.arange(len(points)), counts)
-        flat_ind = np.concatenate(ind)
-        flat_km = radians_to_km(np.concatenate(dist))
-        if mode == "coverage":
-            fsa_ids = level.fsa_ids[flat_ind]
-            # Closest postal code per (point, FSA): sort, then keep each group's first row.
-            order = np.lexsort((flat_km, fsa_ids, point_ids))
-            point_ids, fsa_ids, flat_km = point_ids[order], fsa_ids[order], flat_km[order]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = (point_ids[1:] != point_ids[:-1]) | (fsa_ids[1:] != fsa_ids[:-1])
-            return _group(len(points), point_ids[first], fsa_ids[first], flat_km[first], level.fsas)
-        return _group(len(points), point_ids, flat_ind, flat_km, level.codes)
+        xyz = unit_vectors(points)
+        point_ids, name_ids, distance = _closest_per_name(level, xyz, np.full(len(xyz), float(km_to_chord(radius_km))))
+        return _group(len(points), point_ids, name_ids, chord_to_km(distance), level.names)
 
     def _nearest_one(self, points: np.ndarray, mode: Mode) -> list[Match]:
+        """Per point, the FSA of the nearest point of the level (ties: the lower code)."""
         level = self._level_for(mode)
-        ids, km = _knn(level.tree, points, 1)
-        names = level.fsas[level.fsa_ids[ids[:, 0]]] if mode == "coverage" else level.codes[ids[:, 0]]
-        return [Match(str(code), float(d)) for code, d in zip(names, km[:, 0])]
+        xyz = unit_vectors(points)
+        # The nearest representative is a real point, so the nearest point is no farther:
+        # every point of the level within that distance decides the answer exactly.
+        reach, _ = level.tree.query(xyz, k=1, return_distance=True)
+        point_ids, name_ids, distance = _closest_per_name(level, xyz, reach[:, 0] + _EPS)
+        grouped = _group(len(points), point_ids, name_ids, chord_to_km(distance), level.names)
+        return [matches[0] for matches in grouped]
 
     def _mode(self, mode: Mode | None) -> Mode:
         mode = mode or self.default_mode
@@ -297,41 +323,130 @@ def _group(n: int, point_ids: np.ndarray, ids: np.ndarray, km: np.ndarray, names
     order = np.lexsort((ids, km, point_ids))
     point_ids, ids, km = point_ids[order], ids[order], km[order]
     bounds = np.searchsorted(point_ids, np.arange(n + 1))
-    codes = names[ids].tolist()
-    kms = km.tolist()
-    return [[Match(str(c), d) for c, d in zip(codes[a:b], kms[a:b])] for a, b in itertools.pairwise(bounds)]
+    # Tens of thousands of small tuples would trigger the cyclic collector again and again,
+    # doubling the time; none of them can form a cycle.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        rows = list(map(Match._make, zip(names[ids].tolist(), km.tolist())))
+        return [rows[a:b] for a, b in itertools.pairwise(bounds)]
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def _knn(tree: Any, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest (ids, km) per point; ties at equal distance ordered by id (= code order)."""
-    n = tree.data.shape[0]
-    k_query = min(n, k + _TIE_SLACK)
-    dist, ind = tree.query(points, k=k_query, return_distance=True, sort_results=True)
+def _closest_per_name(level: _Level, xyz: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(point id, name id, chord) for every name with a point within ``radius`` (chord, per
+    query point) of a query point, at the distance of its closest such point. Exact.
+
+    The tree holds one representative per cluster. A cluster can hold a point within the
+    radius only if its representative is within radius + reach; and it can hold a point
+    closer than the best found for its name only if distance - reach is below that best.
+    Only those clusters are opened, so a dense city costs a few clusters per FSA."""
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    # Neighbouring points in the same step share their FSAs, which keeps the scratch small.
+    order = _spatial_order(xyz)
+    for start in range(0, len(xyz), _CHUNK):
+        ids = order[start : start + _CHUNK]
+        pid, name, distance = _closest_in_step(level, xyz[ids], radius[ids])
+        out.append((ids[pid], name, distance))
+    if not out:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp), np.empty(0)
+    return tuple(np.concatenate(parts) for parts in zip(*out))
+
+
+def _closest_in_step(level: _Level, p: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    clusters = level.clusters
+    found, dist = level.tree.query_radius(p, r + level.max_reach + _EPS, return_distance=True)
+    counts = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+    pid = np.repeat(np.arange(len(p)), counts)
+    cluster, d = np.concatenate(found), np.concatenate(dist)
+    # Number the names this step meets 0..m-1: the scratch is points x m, not x all FSAs.
+    names = level.rep_names[cluster]
+    present = np.bincount(names, minlength=len(level.names)) > 0
+    step_names = np.flatnonzero(present)
+    local = np.cumsum(present) - 1
+    key = pid * len(step_names) + local[names]
+    best = np.full(len(p) * len(step_names), np.inf)
+    np.minimum.at(best, key, d)
+    # Open a cluster only if a member could beat both the best so far and the radius.
+    multi = np.flatnonzero(clusters.reach[cluster] > 0)
+    lower = d[multi] - clusters.reach[cluster[multi]]
+    opened = multi[lower < np.minimum(best[key[multi]], r[pid[multi]]) + _EPS]
+    if len(opened):
+        starts, sizes = clusters.bounds[cluster[opened]], level.cluster_sizes[cluster[opened]]
+        offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        members = clusters.members[np.repeat(starts, sizes) + offsets]
+        member_d = chord(p[np.repeat(pid[opened], sizes)], level.xyz[members])
+        np.minimum.at(best, np.repeat(key[opened], sizes), member_d)
+    best = best.reshape(len(p), len(step_names))
+    hit_pid, hit_name = np.nonzero(best <= r[:, None] + _EPS)
+    return hit_pid, step_names[hit_name], best[hit_pid, hit_name]
+
+
+def _spatial_order(xyz: np.ndarray) -> np.ndarray:
+    """Points ordered along 0.5-degree bands of latitude, then by longitude."""
+    band = np.floor(np.degrees(np.arcsin(np.clip(xyz[:, 2], -1, 1))) * 2)
+    return np.lexsort((np.arctan2(xyz[:, 1], xyz[:, 0]), band))
+
+
+def _knn(level: _Level, xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest (ids, km) per point of a level of single-point clusters; ties at equal
+    distance ordered by id (= code order)."""
+    k_query = min(len(level.rep_names), k + _TIE_SLACK)
+    dist, ind = level.tree.query(xyz, k=k_query, return_distance=True)
     order = np.lexsort((ind, dist), axis=1)
     ind = np.take_along_axis(ind, order, axis=1)[:, :k]
     dist = np.take_along_axis(dist, order, axis=1)[:, :k]
-    return ind, radians_to_km(dist)
+    return level.clusters.representatives[ind], chord_to_km(dist)
 
 
 def _load_level(level_dir: Path, same_sklearn: bool, leaf_size: int, *, postal: bool = False) -> _Level:
+    def array(name: str) -> np.ndarray:
+        return np.load(level_dir / name, allow_pickle=False)
+
     try:
-        codes = np.load(level_dir / layout.CODES, allow_pickle=False)
-        coords = np.load(level_dir / layout.COORDS, allow_pickle=False)
-        fsa_ids = np.load(level_dir / layout.FSA_IDS, allow_pickle=False) if postal else None
-        fsas = np.load(level_dir / layout.FSAS, allow_pickle=False) if postal else None
-        points_file = level_dir / layout.FSA_POINTS
-        fsa_points = np.load(points_file, allow_pickle=False) if postal and points_file.exists() else None
+        codes, coords = array(layout.CODES), array(layout.COORDS)
+        if postal:
+            names, name_ids, fsa_points = array(layout.FSAS), array(layout.FSA_IDS), array(layout.FSA_POINTS)
+            clusters = Clusters(
+                array(layout.CLUSTER_MEMBERS), array(layout.CLUSTER_BOUNDS), array(layout.CLUSTER_REACH)
+            )
+        else:
+            names, name_ids, fsa_points = codes, np.arange(len(codes)), None
+            clusters = Clusters.singletons(len(codes))
     except (OSError, ValueError) as exc:
         raise IndexCorrupt(f"cannot read arrays in {level_dir}: {exc}") from exc
-    if coords.ndim != 2 or coords.shape != (len(codes), 2):
-        raise IndexCorrupt(f"{level_dir}: {len(codes)} codes but coords of shape {coords.shape}")
+    _check_shapes(level_dir, codes, coords, names, name_ids, clusters)
     if same_sklearn:
         tree = _unpickle_tree(level_dir / layout.TREE)
     else:  # a pickle from another scikit-learn may not load, or load wrong: rebuild instead
         from sklearn.neighbors import BallTree
 
-        tree = BallTree(coords, metric="haversine", leaf_size=leaf_size)
-    return _Level(codes=codes, coords=coords, tree=tree, fsa_ids=fsa_ids, fsas=fsas, fsa_points=fsa_points)
+        tree = BallTree(unit_vectors(coords[clusters.representatives]), leaf_size=leaf_size)
+    if tree.data.shape != (len(clusters.reach), 3):
+        raise IndexCorrupt(f"{level_dir}: the tree holds {tree.data.shape} points, not {len(clusters.reach)} clusters")
+    return _Level(codes, coords, tree, clusters, names, name_ids, fsa_points)
+
+
+def _check_shapes(
+    level_dir: Path, codes: np.ndarray, coords: np.ndarray, names: np.ndarray, name_ids: np.ndarray, clusters: Clusters
+) -> None:
+    """Arrays that passed their checksums can still disagree if a builder had a bug: refuse
+    them here rather than index out of bounds mid-query."""
+    n = len(codes)
+    if coords.ndim != 2 or coords.shape != (n, 2):
+        raise IndexCorrupt(f"{level_dir}: {n} codes but coords of shape {coords.shape}")
+    if name_ids.shape != (n,) or (n and not 0 <= name_ids.min() <= name_ids.max() < len(names)):
+        raise IndexCorrupt(f"{level_dir}: FSA ids do not index its {len(names)} FSAs")
+    members, bounds, reach = clusters
+    if (
+        members.shape != (n,)
+        or bounds.shape != (len(reach) + 1,)
+        or (len(bounds) and (bounds[0] != 0 or bounds[-1] != n or np.any(np.diff(bounds) < 1)))
+        or (n and not 0 <= members.min() <= members.max() < n)
+    ):
+        raise IndexCorrupt(f"{level_dir}: clusters do not partition its {n} points")
 
 
 def _unpickle_tree(path: Path) -> Any:

@@ -3,7 +3,8 @@
     <root>/CURRENT              names the live version
     <root>/.lock                held by a builder while it writes
     <root>/v-<hash>/manifest.json, codes.npy, coords.npy, tree.pkl
-    <root>/v-<hash>/postal/codes.npy, coords.npy, fsa_ids.npy, fsas.npy, fsa_points.npy, tree.pkl
+    <root>/v-<hash>/postal/codes.npy, coords.npy, fsa_ids.npy, fsas.npy, fsa_points.npy,
+                              cluster_members.npy, cluster_bounds.npy, cluster_reach.npy, tree.pkl
 
 Standard library only: both the builder and the query side use it.
 """
@@ -32,9 +33,12 @@ TREE = "tree.pkl"
 FSA_IDS = "fsa_ids.npy"
 FSAS = "fsas.npy"
 FSA_POINTS = "fsa_points.npy"
+CLUSTER_MEMBERS = "cluster_members.npy"
+CLUSTER_BOUNDS = "cluster_bounds.npy"
+CLUSTER_REACH = "cluster_reach.npy"
 
 #: Bumped when the layout or the meaning of a file changes; part of every version hash.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions kept after a build (the live one is never pruned).
 KEEP_VERSIONS = 3
 

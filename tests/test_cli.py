@@ -287,7 +287,7 @@ def test_query_side_never_needs_pandas(small_index):
     blocked = _query_side(small_index, "block-pandas")
     assert normal["after_import"] == {"pandas": False, "sklearn": False}
     assert normal["data_builder"] == blocked["data_builder"] == [
-        "data_builder", "data_builder.codes", "data_builder.errors", "data_builder.geo",
+        "data_builder", "data_builder.clusters", "data_builder.codes", "data_builder.errors", "data_builder.geo",
         "data_builder.index", "data_builder.layout",
     ]  # fmt: skip
     assert blocked["pandas_loaded"] is False

@@ -124,6 +124,25 @@ def test_coords_of_the_wrong_length(small_index):
         FsaIndex.open(small_index)
 
 
+@pytest.mark.parametrize(
+    ("rel", "damage", "message"),
+    [
+        ("postal/cluster_bounds.npy", lambda a: a[:-1], "clusters do not partition"),
+        ("postal/cluster_members.npy", lambda a: a * 0 + 10**6, "clusters do not partition"),
+        ("postal/fsa_ids.npy", lambda a: a + 1000, "FSA ids do not index"),
+        ("postal/cluster_reach.npy", lambda a: np.append(a, 0.0), "clusters do not partition"),
+    ],
+    ids=["bounds-short", "members-out-of-range", "fsa-ids-out-of-range", "reach-long"],
+)
+def test_arrays_that_disagree_are_refused_even_with_matching_checksums(small_index, rel, damage, message):
+    """A builder bug, not tampering: the arrays pass their checksums but do not fit together."""
+    path = version_dir(small_index) / rel
+    np.save(path, damage(np.load(path)))
+    fix_sha(small_index, rel)
+    with pytest.raises(IndexCorrupt, match=message):
+        FsaIndex.open(small_index)
+
+
 def test_tree_pkl_missing_without_verification(small_index):
     """Without the checksum pass a missing tree.pkl must still be IndexCorrupt, not an OSError.
 
