@@ -5,6 +5,7 @@ These install wheels from the package index (small ones; pip's cache makes rerun
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -14,8 +15,11 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_logs as logs
 
+from data_builder.index import FsaIndex
 from stacks.constructs import lambda_bundle as bundle
 from stacks.constructs.python_function import PythonFunction
+
+REPO = bundle.REPO
 
 
 def test_requirements_over_the_budget_fail_synth_with_the_measured_size(tmp_path, capsys):
@@ -52,34 +56,46 @@ def test_a_missing_package_is_a_clear_pip_error(tmp_path):
         bundle.build_layer(requirements, "arm64", cache=tmp_path / "cache", log=lambda _m: None)
 
 
-def test_trimmed_and_stripped_layer_still_imports_and_answers_a_query(tmp_path):
-    """x86_64 wheels, trimmed and stripped exactly as for Lambda, but for this machine's
-    Python (the Lambda runtime's 3.12 is not installed here) so they can be imported."""
+def test_trimmed_and_stripped_layer_opens_and_queries_a_real_index(tmp_path, small_index):
+    """The worker's numpy and scikit-learn as x86_64 wheels, trimmed and stripped exactly as
+    for Lambda, but for this machine's Python (the Lambda runtime's 3.12 is not installed
+    here) so they can be imported: the index code opens an index and answers both modes."""
+    pins = [line for line in (REPO / "lambda_src" / "worker" / "requirements.txt").read_text().splitlines()
+            if line.startswith(("numpy==", "scikit-learn=="))]  # fmt: skip
+    assert len(pins) == 2
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("numpy==2.4.6\nscikit-learn==1.9.1\n")
+    requirements.write_text("\n".join(pins) + "\n")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     layer = bundle.build_layer(requirements, "x86_64", python_version=python, cache=tmp_path, log=lambda _m: None)
     site = layer / "python"
     assert not list(site.rglob("tests")), "test directories were not trimmed"
     assert not list(site.rglob("__pycache__"))
     assert not (site / "botocore").exists()
+    for subpackage in bundle.UNUSED_SUBPACKAGES:
+        assert not (site / subpackage).exists(), subpackage
 
     probe = (
-        "import numpy, sklearn.neighbors as n; "
-        f"assert numpy.__file__.startswith({str(site)!r}), numpy.__file__; "
-        "t = n.BallTree(numpy.radians([[43.64, -79.38], [45.42, -75.70]]), metric='haversine'); "
-        "print(t.query(numpy.radians([[45.4, -75.7]]), k=1)[1][0][0])"
+        "import json, sys, numpy\n"
+        "from data_builder.index import FsaIndex\n"
+        f"assert numpy.__file__.startswith({str(site)!r}), numpy.__file__\n"
+        f"ix = FsaIndex.open({str(small_index)!r})\n"
+        "lat, lon = [43.70, 43.64, 50.0], [-79.40, -79.38, -100.0]\n"
+        "print(json.dumps([ix.resolve(lat, lon, 2.5, mode) for mode in ('coverage', 'centroid')]))\n"
+        "assert 'pandas' not in sys.modules\n"
     )
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
         [base_python, "-s", "-c", probe],
-        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
+    index = FsaIndex.open(small_index)
+    lat, lon = [43.70, 43.64, 50.0], [-79.40, -79.38, -100.0]
+    expected = [index.resolve(lat, lon, 2.5, mode) for mode in ("coverage", "centroid")]
+    assert json.loads(done.stdout) == json.loads(json.dumps(expected))
     # Stripping really happened: no shared object keeps a symbol table.
     sample = next(site.glob("numpy/_core/_multiarray_umath*.so"))
     assert ".symtab" not in subprocess.run(["readelf", "-S", str(sample)], capture_output=True, text=True).stdout

@@ -27,12 +27,20 @@ CACHE = REPO / ".cache" / "lambda-layers"
 PYTHON_VERSION = "3.12"
 MIB = 1024 * 1024
 #: Bumped when the trimming below changes, so cached layers and asset hashes follow.
-TRIM_VERSION = 2
+TRIM_VERSION = 3
 
 # The Lambda Python runtime already carries these; a layer copy would only add ~90 MB.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 TRIM_DIR_NAMES = {"tests", "__pycache__"}
 TRIM_SUFFIXES = (".pyc", ".pyx", ".pxd", ".pxi", ".c", ".cpp", ".h", ".hpp", ".pyi")
+# Subpackages that neither function's code path imports: traced with `import sys` after the
+# worker's imports, an index open and a query of both modes (scikit-learn 1.9, SciPy 1.17).
+# 16 MB together; tests/test_lambda_bundle.py opens and queries an index in a trimmed layer.
+UNUSED_SUBPACKAGES = (
+    "scipy/cluster", "scipy/datasets", "scipy/differentiate", "scipy/fftpack", "scipy/io", "scipy/misc",
+    "scipy/odr", "scipy/signal",
+    "sklearn/cluster", "sklearn/datasets", "sklearn/ensemble", "sklearn/manifold", "sklearn/tree",
+)  # fmt: skip
 
 
 class BundlingError(RuntimeError):
@@ -181,6 +189,8 @@ def _trim(site: Path) -> None:
         elif path.is_file() and path.suffix in TRIM_SUFFIXES:
             path.unlink()
     shutil.rmtree(site / "bin", ignore_errors=True)
+    for subpackage in UNUSED_SUBPACKAGES:
+        shutil.rmtree(site / subpackage, ignore_errors=True)
 
 
 def strip_tool(architecture: str) -> str | None:
