@@ -33,9 +33,10 @@ class DataLoaderStack(Stack):
             handler="lambda_src.loader.handler.handler",
             description="Builds the FSA index onto EFS from the dataset assets",
             architecture=settings.lambda_architecture,
-            # Defaults 2048 MB / 5 min. Measured: a full build of both levels from the committed
-            # data takes 7.9 s wall at 446 MB peak RSS on a 2-core machine; 2048 MB is 4.6x that
-            # (Lambda's CPU grows with memory) and 5 min is over 30x the build.
+            # Defaults 2048 MB / 5 min. Measured (make bench, docs/benchmarks.md): a full build
+            # of both levels from the committed data takes 10.5 s at 495 MB peak RSS on 2 cores;
+            # 2048 MB is 4x that (Lambda's CPU grows with memory, and the build is CPU-bound)
+            # and the build is 3.5 % of the 5 min timeout (target: at most 25 %).
             memory_mb=settings.loader_memory_mb,
             timeout=Duration.minutes(settings.loader_timeout_minutes),
             log_retention=settings.log_retention,

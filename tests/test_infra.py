@@ -231,7 +231,7 @@ def _queue_id(ref: Any) -> str:
 def test_worker_runs_in_the_vpc_with_the_index_mounted_read_only(templates):
     props = _worker_function(templates["worker"])
     assert props["Runtime"] == "python3.12" and props["Architectures"] == ["arm64"]
-    assert props["MemorySize"] == 1024 and props["Timeout"] == 300
+    assert props["MemorySize"] == 512 and props["Timeout"] == 300
     assert props["ReservedConcurrentExecutions"] == 1
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert len(props["VpcConfig"]["SubnetIds"]) == 2
