@@ -5,7 +5,6 @@ The worker imports this module on its cold start, so it stays small and lazy.
 
 from __future__ import annotations
 
-import functools
 import gc
 import io
 import itertools
@@ -88,11 +87,6 @@ class _Level:
         self.rep_names = self.name_ids[self.clusters.representatives]
         self.cluster_sizes = np.diff(self.clusters.bounds)
         self.max_reach = float(self.clusters.reach.max()) if len(self.clusters.reach) else 0.0
-
-    @functools.cached_property
-    def xyz(self) -> np.ndarray:
-        """Unit vectors of every point, computed on the first query that opens a cluster."""
-        return unit_vectors(self.coords)
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:
@@ -377,7 +371,7 @@ def _closest_in_step(level: _Level, p: np.ndarray, r: np.ndarray) -> tuple[np.nd
         starts, sizes = clusters.bounds[cluster[opened]], level.cluster_sizes[cluster[opened]]
         offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         members = clusters.members[np.repeat(starts, sizes) + offsets]
-        member_d = chord(p[np.repeat(pid[opened], sizes)], level.xyz[members])
+        member_d = chord(p[np.repeat(pid[opened], sizes)], unit_vectors(level.coords[members]))
         np.minimum.at(best, np.repeat(key[opened], sizes), member_d)
     best = best.reshape(len(p), len(step_names))
     hit_pid, hit_name = np.nonzero(best <= r[:, None] + _EPS)
