@@ -15,7 +15,7 @@ from lambda_src.shared.metric_names import NAMESPACE, LoaderMetric
 
 logger = Logger()
 metrics = Metrics(namespace=NAMESPACE)
-tracer = Tracer()
+tracer = Tracer(patch_modules=("botocore",))  # the loader's only remote calls are to S3
 
 
 @logger.inject_lambda_context

@@ -27,7 +27,9 @@ from lambda_src.worker.sources.registry import build_source
 
 logger = Logger()
 metrics = Metrics(namespace=NAMESPACE)
-tracer = Tracer()
+# Only what the worker calls: AWS APIs, and feeds (urllib3 sends through http.client). The
+# default patches every library X-Ray knows that is installed, importing each at cold start.
+tracer = Tracer(patch_modules=("botocore", "httplib"))
 
 
 @cache
