@@ -178,7 +178,7 @@ def sample_points(index: Any, n: int, seed: int, move_m: float = 0.0) -> tuple[n
     FSAs); those are not where their code is, so they are not sampled."""
     postal = index._postal
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(postal.codes), size=n, replace=False))
+    picks = rng.choice(len(postal.codes), size=n, replace=False)  # random order: any prefix is a fair sample
     lat, lon = postal.coords[picks, 0], postal.coords[picks, 1]
     if move_m:
         d = move_m / 1000 / 6371.0088
