@@ -34,7 +34,8 @@ def chord_to_km(chord: float | np.ndarray) -> np.ndarray:
 
 def chord(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise straight-line distance between two (n, 3) arrays of unit vectors."""
-    return np.sqrt(np.einsum("ij,ij->i", a - b, a - b))
+    diff = a - b
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 def as_points(lat: object, lon: object) -> np.ndarray:

@@ -29,8 +29,8 @@ DEFAULT_RADIUS_KM = 2.5
 _TIE_SLACK = 8
 #: Points answered per step: bounds the (points x FSAs) scratch array to about 14 MB.
 _CHUNK = 1024
-#: Slack on tree radii (chord units, about 6 micrometres) for rounding between the tree's
-#: distances and ours; every answer is then decided on our own distances.
+#: Slack for rounding (chord units, about 6 micrometres): between the tree's distances and
+#: numpy's, and at the radius itself, so a posting exactly on a code is within 0 km of it.
 _EPS = 1e-12
 
 # The only globals a BallTree pickle written by this project refers to. Anything else in a
@@ -295,8 +295,8 @@ class FsaIndex:
         xyz = unit_vectors(points)
         # The nearest representative is a real point, so the nearest point is no farther:
         # every point of the level within that distance decides the answer exactly.
-        reach, _ = level.tree.query(xyz, k=1, return_distance=True)
-        point_ids, name_ids, distance = _closest_per_name(level, xyz, reach[:, 0] + _EPS)
+        nearest_rep, _ = level.tree.query(xyz, k=1, return_distance=True)
+        point_ids, name_ids, distance = _closest_per_name(level, xyz, nearest_rep[:, 0] + _EPS)
         grouped = _group(len(points), point_ids, name_ids, chord_to_km(distance), level.names)
         return [matches[0] for matches in grouped]
 
