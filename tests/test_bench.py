@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_builder.index import FsaIndex
-from lambda_src.local.bench import Measure, sample_points, table
+from lambda_src.local.bench import Measure, run, sample_points, seconds_to_done, table
 
 
 def test_a_time_ratio_is_a_speedup_and_a_cold_start_ratio_a_multiple():
@@ -36,3 +36,20 @@ def test_sampled_points_are_kept_codes_moved_exactly(small_index, haversine):
         assert haversine(located.lat, located.lon, a, b) == pytest.approx(0.150, abs=1e-6)
     same = sample_points(index, 3, seed=1)
     assert same[2] == codes and not np.allclose(same[0], lat)
+
+
+def test_bad_runs_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--runs", "0"])
+    assert exit_info.value.code == 2
+    assert "--runs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_measuring_process_that_dies_is_one_clear_line(monkeypatch, capsys):
+    def die(argv):
+        return seconds_to_done("raise SystemExit('index gone')")
+
+    monkeypatch.setattr("lambda_src.local.bench.main", die)
+    assert run([]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: a measuring process exited with 1: index gone"

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+from data_builder.geo import EARTH_RADIUS_KM
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
@@ -51,7 +53,7 @@ class Measure:
     ok: bool | None = None
     #: How the ratio reads: "speedup" (baseline / value for times, value / baseline for the
     #: rest, so higher is better) or "multiple" (value / baseline: how many baselines it costs).
-    ratio_kind: str = "speedup"
+    ratio_kind: Literal["speedup", "multiple"] = "speedup"
 
     @property
     def ratio(self) -> float | None:
@@ -181,7 +183,7 @@ def sample_points(index: Any, n: int, seed: int, move_m: float = 0.0) -> tuple[n
     picks = rng.choice(len(postal.codes), size=n, replace=False)  # random order: any prefix is a fair sample
     lat, lon = postal.coords[picks, 0], postal.coords[picks, 1]
     if move_m:
-        d = move_m / 1000 / 6371.0088
+        d = move_m / 1000 / EARTH_RADIUS_KM
         bearing = rng.uniform(0, 2 * np.pi, n)
         lat2 = np.arcsin(np.sin(lat) * np.cos(d) + np.cos(lat) * np.sin(d) * np.cos(bearing))
         lon = lon + np.arctan2(np.sin(bearing) * np.sin(d) * np.cos(lat), np.cos(d) - np.sin(lat) * np.sin(lat2))
@@ -191,11 +193,15 @@ def sample_points(index: Any, n: int, seed: int, move_m: float = 0.0) -> tuple[n
 
 def brute_force_centroids(index: Any, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> list[np.ndarray]:
     """The baseline: vectorised numpy haversine from every point to every FSA centroid."""
-    c = index._fsa.coords  # radians
-    p1, l1 = np.radians(lat)[:, None], np.radians(lon)[:, None]
-    a = np.sin((c[:, 0] - p1) / 2) ** 2 + np.cos(p1) * np.cos(c[:, 0]) * np.sin((c[:, 1] - l1) / 2) ** 2
-    km = 2 * 6371.0088 * np.arcsin(np.sqrt(a))
+    c = index._fsa.coords
+    km = haversine_km(np.radians(lat)[:, None], np.radians(lon)[:, None], c[:, 0], c[:, 1])
     return [np.flatnonzero(row <= radius_km) for row in km]
+
+
+def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
+    """Great-circle km between points in radians (broadcasting): the baselines' distance."""
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a))
 
 
 def brute_force_postal_codes(index: Any, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> list[np.ndarray]:
@@ -205,8 +211,7 @@ def brute_force_postal_codes(index: Any, lat: np.ndarray, lon: np.ndarray, radiu
     c = postal.coords
     out = []
     for p1, l1 in zip(np.radians(lat), np.radians(lon)):
-        a = np.sin((c[:, 0] - p1) / 2) ** 2 + np.cos(p1) * np.cos(c[:, 0]) * np.sin((c[:, 1] - l1) / 2) ** 2
-        km = 2 * 6371.0088 * np.arcsin(np.sqrt(a))
+        km = haversine_km(p1, l1, c[:, 0], c[:, 1])
         best = np.full(len(postal.names), np.inf)
         np.minimum.at(best, postal.name_ids, km)
         out.append(np.flatnonzero(best <= radius_km))
@@ -386,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="repetitions per timing (median)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.*")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
 
     from data_builder.index import FsaIndex
     from lambda_src.local.moto_env import aws_env, moto_server_process, patched_env
@@ -486,5 +493,19 @@ def _memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
+def run(argv: list[str] | None = None) -> int:
+    """``main`` with its failures as one line each: a measuring process that died says how."""
+    from stacks.constructs.lambda_bundle import BundlingError
+
+    try:
+        return main(argv)
+    except subprocess.CalledProcessError as exc:
+        lines = (exc.stderr or "").strip().splitlines()
+        say(f"error: a measuring process exited with {exc.returncode}: {lines[-1] if lines else 'no output'}")
+    except (BundlingError, RuntimeError) as exc:
+        say(f"error: {exc}")
+    return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
